@@ -1,0 +1,80 @@
+"""Run configuration: the CLI's choices plus a YAML run preset (configs/runs/*.yaml) and `--set` overrides."""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import BenchError
+from bench.paths import CONFIG_DIR
+
+TOP_LEVEL_KEYS = ("sizes", "k", "tau", "infer_batch_size", "generation", "select_by", "val_prompts", "sft_dataset",
+                  "max_prompt_len", "max_response_len", "ref_teacher", "dpo_teacher", "chosen_teacher",
+                  "sft_student", "student")
+
+
+@dataclass
+class RunConfig:
+    method: str
+    student: str = "smollm2-135m-l12"
+    teacher: str | None = None
+    dataset: str = "embedded"
+    seed: int = 0
+    preset: str = "embedded"
+    method_settings: dict[str, Any] = field(default_factory=dict)
+    stage_overrides: dict[str, Any] = field(default_factory=dict)
+    runs_dir: str = "runs"
+    run_name: str | None = None
+    resume: bool = False
+    eval_suite: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars: 1e-5, 3, true, name."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def split_sets(pairs: list[str], method_fields: set[str]) -> tuple[dict, dict]:
+    """Split `key=value` pairs into method settings (plain names of the method's config) and preset overrides
+    (dotted keys or top-level preset keys)."""
+    method, stage = {}, {}
+    for item in pairs:
+        if "=" not in item:
+            raise BenchError(f"--set {item!r} must look like key=value (e.g. --set beta=0.1)")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key in method_fields:
+            method[key] = value
+        elif key.split(".")[0] in TOP_LEVEL_KEYS:
+            stage[key] = parse_value(value)
+        else:
+            raise BenchError(f"--set {key}: not a setting of this method ({', '.join(sorted(method_fields)) or 'none'})"
+                             f" nor a run-preset key ({', '.join(TOP_LEVEL_KEYS)}); see `bench methods`")
+    return method, stage
+
+
+def load_run_preset(name: str, overrides: dict[str, Any]) -> dict:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / "runs" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (CONFIG_DIR / "runs").glob("*.yaml"))
+        raise BenchError(f"unknown run preset '{name}'; choose from {', '.join(known)} or pass a YAML path")
+    preset = yaml.safe_load(path.read_text()) or {}
+    preset = copy.deepcopy(preset)
+    for key, value in overrides.items():
+        node = preset
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise BenchError(f"--set {key}: '{p}' is not a section of the run preset")
+        node[parts[-1]] = value
+    return preset

@@ -1,0 +1,921 @@
+"""Dataset adapters: hub datasets and local JSON/JSONL files -> canonical rows (docs/ARCHITECTURE.md).
+
+Canonical rows:
+- preference: ``{"id", "prompt": [messages ending in a user turn], "chosen": str, "rejected": str, "meta": {}}``
+- SFT: ``{"id", "prompt": [messages], "response": str, "meta": {}}``
+- test prompt: ``{"id", "prompt": [messages], "meta": {"family": str, ...}}``
+
+Every adapter in :data:`ADAPTERS` names its Hugging Face dataset id, which HF split feeds which role
+("train" / "val"), the kind of rows it produces ("pref" or "sft") and a *pure* converter
+(raw rows -> canonical rows + counts; no I/O). :func:`load_adapter` fetches the raw rows, either from the hub
+(``datasets.load_dataset(hf_id, split=...)``) or from a local copy in the hub schema
+(``datasets.load_dataset("json", data_files=...)``), runs the converter and assembles a
+:class:`~bench.data.bundle.DatasetBundle`. :func:`load_local` does the same for the project's own local formats.
+
+Validation problems raise :class:`bench.errors.BenchError` with one line: where (file + line, or dataset +
+split + row, and the row id when known), what is wrong, and how to fix it. Nothing is returned half-loaded.
+
+Local data (a ``local_path`` copy or a local file) is validated strictly: the first bad row raises. Rows
+downloaded from the hub are converted leniently by default: a malformed row is skipped and counted in the
+stats (``skipped_invalid``) so that one bad upstream row cannot make a public dataset unusable; if more than
+10% of a split is malformed the load fails with the first problem (the upstream schema has likely changed).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from bench.data.bundle import DatasetBundle
+from bench.errors import BenchError
+
+ROLES = ("system", "user", "assistant")
+VAL_FRACTION = 0.05
+MAX_INVALID_FRACTION = 0.10  # lenient (hub) mode: above this, fail instead of skipping
+LOCAL_EXTENSIONS = (".jsonl", ".json")
+# directory layout for local datasets: role -> accepted file stems, first match wins
+LOCAL_DIR_FILES = {
+    "train": ("train",),
+    "val": ("val", "validation"),
+    "test": ("test",),
+    "sft": ("sft",),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# row-level errors and sources
+# ----------------------------------------------------------------------------------------------------------
+
+
+class RowError(Exception):
+    """A problem with one raw row; the loader adds where it is and turns it into a BenchError."""
+
+    def __init__(self, problem: str, fix: str, index: int | None = None, row_id: str | None = None):
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+        self.index = index
+        self.row_id = row_id
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+@dataclass
+class Source:
+    """Where raw rows came from, for error messages."""
+
+    label: str  # e.g. "tests/x.jsonl" or "dataset 'dpo-mix-7k' (argilla/dpo-mix-7k, split 'train')"
+    path: Path | None = None  # a local file, to turn row indexes into line numbers
+
+    def where(self, index: int | None, row_id: str | None = None) -> str:
+        loc = self.label
+        if index is not None:
+            line = self._line_of(index)
+            loc += f" line {line}" if line is not None else f" row {index}"
+        if row_id is not None:
+            loc += f" (id {_short(row_id)})"
+        return loc
+
+    def error(self, err: RowError) -> BenchError:
+        return BenchError(_one_line(f"{self.where(err.index, err.row_id)}: {err.problem}; {err.fix}", 600))
+
+    def _line_of(self, index: int) -> int | None:
+        """1-based line of the index-th row of a JSONL file (blank lines are skipped by the reader)."""
+        if self.path is None or self.path.suffix != ".jsonl":
+            return None
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                seen = -1
+                for lineno, line in enumerate(f, 1):
+                    if line.strip():
+                        seen += 1
+                        if seen == index:
+                            return lineno
+        except OSError:
+            return None
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# field helpers (raise RowError)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _missing(row: Mapping, key: str) -> bool:
+    # Arrow fills keys absent from a row with None, so None means "missing".
+    return row.get(key) is None
+
+
+def _require(row: Mapping, key: str, fix: str | None = None) -> Any:
+    if _missing(row, key):
+        keys = ", ".join(sorted(k for k, v in row.items() if v is not None)) or "none"
+        raise RowError(f"missing field '{key}' (row has: {keys})", fix or f"add a '{key}' field to every row")
+    return row[key]
+
+
+def _a(role: str) -> str:
+    return ("an " if role == "assistant" else "a ") + role
+
+
+def _typename(value: Any) -> str:
+    return type(value).__name__
+
+
+def _text(value: Any, field_name: str, *, nonempty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise RowError(f"field '{field_name}' must be a string, got {_typename(value)}",
+                       f"store '{field_name}' as a JSON string")
+    if nonempty and not value.strip():
+        raise RowError(f"field '{field_name}' is empty", f"give '{field_name}' non-empty text or remove the row")
+    return value
+
+
+def _clean(value: Any) -> Any:
+    """Drop None-valued dict keys, recursively (Arrow adds them when rows have different nested keys)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _meta(row: Mapping) -> dict:
+    meta = row.get("meta")
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise RowError(f"field 'meta' must be an object, got {_typename(meta)}", "make 'meta' a JSON object or drop it")
+    return _clean(meta)
+
+
+def _row_id(row: Mapping, index: int, id_prefix: str) -> str:
+    rid = row.get("id")
+    if rid is None:
+        return f"{id_prefix}-{index:06d}"
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise RowError(f"field 'id' must be a string or an integer, got {_typename(rid)}",
+                       "use a string id, or drop 'id' to get generated ids")
+    rid = str(rid)
+    if not rid.strip():
+        raise RowError("field 'id' is empty", "use a non-empty id, or drop 'id' to get generated ids")
+    return rid
+
+
+def _messages(value: Any, field_name: str, role_map: Mapping[str, str] | None = None,
+              role_key: str = "role", content_key: str = "content") -> list[dict]:
+    """Validate a message list and normalise it to [{"role", "content"}]."""
+    if not isinstance(value, list):
+        raise RowError(f"field '{field_name}' must be a list of messages, got {_typename(value)}",
+                       f"make '{field_name}' a list of {{\"{role_key}\": ..., \"{content_key}\": ...}} objects")
+    out = []
+    for j, msg in enumerate(value):
+        if not isinstance(msg, dict):
+            raise RowError(f"'{field_name}' message {j} must be an object, got {_typename(msg)}",
+                           f"use {{\"{role_key}\": ..., \"{content_key}\": ...}} objects")
+        role = msg.get(role_key)
+        content = msg.get(content_key)
+        if role is None or content is None:
+            missing = role_key if role is None else content_key
+            raise RowError(f"'{field_name}' message {j} is missing '{missing}'",
+                           f"give every message a '{role_key}' and a '{content_key}'")
+        if role_map is not None:
+            mapped = role_map.get(role) if isinstance(role, str) else None
+            allowed = ", ".join(role_map)
+        else:
+            mapped = role if role in ROLES else None
+            allowed = ", ".join(ROLES)
+        if mapped is None:
+            raise RowError(f"'{field_name}' message {j} has unknown {role_key} {_short(role)}",
+                           f"use one of: {allowed}")
+        if not isinstance(content, str):
+            raise RowError(f"'{field_name}' message {j} {content_key} must be a string, got {_typename(content)}",
+                           f"store each message {content_key} as a JSON string")
+        out.append({"role": mapped, "content": content})
+    return out
+
+
+def _check_prompt(prompt: list[dict], field_name: str = "prompt") -> list[dict]:
+    if not prompt:
+        raise RowError(f"'{field_name}' has no messages", "give at least one user turn before the reply")
+    last = prompt[-1]
+    if last["role"] != "user":
+        raise RowError(f"'{field_name}' ends with {_a(last['role'])} turn, not a user turn",
+                       "the prompt must end with the user message the reply answers")
+    if not last["content"].strip():
+        raise RowError(f"the final user turn of '{field_name}' is empty", "give the final user turn some text")
+    return prompt
+
+
+def _prompt(value: Any, field_name: str = "prompt") -> list[dict]:
+    """A prompt given as a string (one user turn) or as a message list."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise RowError(f"field '{field_name}' is empty", f"give '{field_name}' non-empty text or remove the row")
+        return [{"role": "user", "content": value}]
+    if isinstance(value, list):
+        return _check_prompt(_messages(value, field_name), field_name)
+    raise RowError(f"field '{field_name}' must be a string or a list of messages, got {_typename(value)}",
+                   f"store '{field_name}' as a string or as [{{\"role\": \"user\", \"content\": ...}}]")
+
+
+def _split_final_assistant(msgs: list[dict], field_name: str) -> tuple[list[dict], str]:
+    if not msgs:
+        raise RowError(f"field '{field_name}' has no messages", f"end '{field_name}' with an assistant turn")
+    if msgs[-1]["role"] != "assistant":
+        raise RowError(f"'{field_name}' ends with {_a(msgs[-1]['role'])} turn, not an assistant turn",
+                       f"end '{field_name}' with the assistant reply")
+    return msgs[:-1], msgs[-1]["content"]
+
+
+def _check_pair(chosen: str, rejected: str) -> None:
+    if not chosen.strip():
+        raise RowError("chosen reply is empty", "give 'chosen' non-empty text or remove the row")
+    if not rejected.strip():
+        raise RowError("rejected reply is empty", "give 'rejected' non-empty text or remove the row")
+    if chosen == rejected:
+        raise RowError("chosen and rejected replies are identical", "a preference pair needs two different replies; "
+                       "remove the row or fix one side")
+
+
+def pref_row(rid: str, prompt: list[dict], chosen: str, rejected: str, meta: dict | None = None) -> dict:
+    _check_pair(chosen, rejected)
+    return {"id": rid, "prompt": prompt, "chosen": chosen, "rejected": rejected, "meta": meta or {}}
+
+
+def sft_row(rid: str, prompt: list[dict], response: str, meta: dict | None = None) -> dict:
+    if not response.strip():
+        raise RowError("response is empty", "give the reply non-empty text or remove the row")
+    return {"id": rid, "prompt": prompt, "response": response, "meta": meta or {}}
+
+
+def test_row_from(row: dict, family: str) -> dict:
+    """A test-prompt row from a preference/SFT row: same id and prompt, reference reply in meta."""
+    meta = dict(row.get("meta") or {})
+    meta.setdefault("family", family)
+    ref = row.get("chosen", row.get("response"))
+    if ref is not None:
+        meta["reference"] = ref
+    return {"id": row["id"], "prompt": row["prompt"], "meta": meta}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pure converters (raw rows -> canonical rows)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Converted:
+    rows: list[dict]
+    stats: dict = field(default_factory=dict)
+
+
+def _with_id(fn: Callable[[Mapping, int, str], dict]) -> Callable[[Mapping, int, str], dict]:
+    """Run a per-row converter, tagging a RowError with the row index and (when readable) the row id."""
+
+    def wrapped(row: Mapping, index: int, id_prefix: str) -> dict:
+        try:
+            if not isinstance(row, Mapping):
+                raise RowError(f"row must be a JSON object, got {_typename(row)}", "write one JSON object per row")
+            return fn(row, index, id_prefix)
+        except RowError as e:
+            e.index = index
+            if e.row_id is None and isinstance(row, Mapping):
+                try:
+                    e.row_id = _row_id(row, index, id_prefix) if row.get("id") is not None else None
+                except RowError:
+                    e.row_id = None
+            raise
+
+    return wrapped
+
+
+def _per_row(fn: Callable[[Mapping, int, str], dict]) -> Callable[..., Converted]:
+    """Build a list converter from a per-row converter (strict: raise; lenient: skip and count)."""
+    row_fn = _with_id(fn)
+
+    def convert(raw_rows: Sequence[Mapping], id_prefix: str, strict: bool = True) -> Converted:
+        out, skipped, first = [], 0, None
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(raw_rows):
+            try:
+                row = row_fn(raw, i, id_prefix)
+                if row["id"] in seen:
+                    raise RowError(f"duplicate id {_short(row['id'])} (also used by row {seen[row['id']]})",
+                                   "ids must be unique within a split", index=i, row_id=row["id"])
+            except RowError as e:
+                if strict:
+                    raise
+                skipped += 1
+                first = first or e
+                continue
+            seen[row["id"]] = i
+            out.append(row)
+        _check_skips(len(raw_rows), skipped, first)
+        return Converted(out, {"rows": len(raw_rows), "kept": len(out), "skipped_invalid": skipped})
+
+    return convert
+
+
+def _check_skips(n: int, skipped: int, first: RowError | None) -> None:
+    if skipped and first is not None and skipped > MAX_INVALID_FRACTION * n:
+        first.problem = f"{skipped} of {n} rows are malformed, e.g.: {first.problem}"
+        first.fix = "the upstream schema may have changed; " + first.fix
+        raise first
+
+
+# --- argilla/dpo-mix-7k ------------------------------------------------------------------------------------
+
+
+def _dpo_mix_row(row: Mapping, index: int, id_prefix: str) -> dict:
+    rid = _row_id(row, index, id_prefix)
+    chosen_msgs = _messages(_require(row, "chosen"), "chosen")
+    rejected_msgs = _messages(_require(row, "rejected"), "rejected")
+    prompt, chosen = _split_final_assistant(chosen_msgs, "chosen")
+    prompt_r, rejected = _split_final_assistant(rejected_msgs, "rejected")
+    if prompt != prompt_r:
+        raise RowError("the turns before the final assistant reply differ between 'chosen' and 'rejected'",
+                       "both conversations must share the same prompt turns and differ only in the last reply")
+    if not prompt:
+        raise RowError("'chosen' has no turns before the final assistant reply",
+                       "put the user prompt before the assistant reply in both 'chosen' and 'rejected'")
+    _check_prompt(prompt, "chosen prompt turns")
+    meta = {}
+    if isinstance(row.get("dataset"), str):
+        meta["source"] = row["dataset"]
+    for key in ("chosen_rating", "rejected_rating", "chosen_model", "rejected_model"):
+        if row.get(key) is not None:
+            meta[key] = row[key]
+    meta.update(_meta(row))
+    return pref_row(rid, prompt, chosen, rejected, meta)
+
+
+convert_dpo_mix = _per_row(_dpo_mix_row)
+
+
+# --- nvidia/HelpSteer2 -------------------------------------------------------------------------------------
+
+HELPSTEER2_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+_HS2_TURN = re.compile(r"\n?<extra_id_1>(User|Assistant)\n")
+
+
+def parse_helpsteer2_prompt(text: str) -> list[dict]:
+    """HelpSteer2 multi-turn prompts separate turns with ``\\n<extra_id_1>Assistant\\n`` / ``...User\\n``."""
+    parts = _HS2_TURN.split(text)
+    msgs = [{"role": "user", "content": parts[0]}]
+    for role, content in zip(parts[1::2], parts[2::2]):
+        msgs.append({"role": role.lower(), "content": content})
+    return msgs
+
+
+def _hs2_check(row: Mapping, index: int) -> tuple[str, str, float]:
+    try:
+        if not isinstance(row, Mapping):
+            raise RowError(f"row must be a JSON object, got {_typename(row)}", "write one JSON object per row")
+        prompt = _text(_require(row, "prompt"), "prompt")
+        response = _text(_require(row, "response"), "response")
+        score = _require(row, "helpfulness", "add a numeric 'helpfulness' rating to every row")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise RowError(f"field 'helpfulness' must be a number, got {_short(score)}",
+                           "store 'helpfulness' as a number (HelpSteer2 uses 0-4)")
+        _check_prompt(parse_helpsteer2_prompt(prompt))
+        return prompt, response, score
+    except RowError as e:
+        e.index = index
+        raise
+
+
+def convert_helpsteer2(raw_rows: Sequence[Mapping], id_prefix: str, strict: bool = True) -> Converted:
+    """Consecutive rows sharing a prompt form a group; chosen = highest helpfulness, rejected = lowest.
+
+    Groups of two whose ratings tie are dropped (``ties_dropped``); larger groups use best vs worst (dropped
+    if all tie); single rows are dropped (``singletons_dropped``). Pair id: ``{prefix}-{index of the group's
+    first row:06d}``.
+    """
+    valid: list[tuple[int, str, str, float, Mapping]] = []
+    skipped, first = 0, None
+    for i, raw in enumerate(raw_rows):
+        try:
+            prompt, response, score = _hs2_check(raw, i)
+        except RowError as e:
+            if strict:
+                raise
+            skipped, first = skipped + 1, first or e
+            continue
+        valid.append((i, prompt, response, score, raw))
+    _check_skips(len(raw_rows), skipped, first)
+
+    groups: list[list[tuple[int, str, str, float, Mapping]]] = []
+    for item in valid:
+        if groups and groups[-1][0][1] == item[1]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+
+    out: list[dict] = []
+    stats = {"rows": len(raw_rows), "pairs": 0, "ties_dropped": 0, "singletons_dropped": 0,
+             "groups_larger_than_2": 0, "skipped_invalid": skipped}
+    for group in groups:
+        if len(group) == 1:
+            stats["singletons_dropped"] += 1
+            continue
+        if len(group) > 2:
+            stats["groups_larger_than_2"] += 1
+        best = max(group, key=lambda g: g[3])  # first row with the top rating
+        worst = min(group, key=lambda g: g[3])  # first row with the lowest rating
+        if best[3] == worst[3]:
+            stats["ties_dropped"] += 1
+            continue
+        start = group[0][0]
+
+        def scores(raw: Mapping) -> dict:
+            return {a: raw[a] for a in HELPSTEER2_ATTRIBUTES if raw.get(a) is not None}
+
+        meta = {"chosen_helpfulness": best[3], "rejected_helpfulness": worst[3], "group_size": len(group),
+                "chosen_scores": scores(best[4]), "rejected_scores": scores(worst[4])}
+        try:
+            row = pref_row(f"{id_prefix}-{start:06d}", parse_helpsteer2_prompt(best[1]), best[2], worst[2], meta)
+        except RowError as e:
+            e.index, e.row_id = best[0], f"{id_prefix}-{start:06d}"
+            if strict:
+                raise
+            stats["skipped_invalid"] += 1
+            continue
+        out.append(row)
+    stats["pairs"] = len(out)
+    return Converted(out, stats)
+
+
+# --- hkust-nlp/deita-10k-v0 (ShareGPT) -----------------------------------------------------------------------
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}
+
+
+def _sharegpt_row(row: Mapping, index: int, id_prefix: str) -> dict:
+    rid = _row_id(row, index, id_prefix)
+    turns = _messages(_require(row, "conversations"), "conversations", SHAREGPT_ROLES, "from", "value")
+    last = max((j for j, t in enumerate(turns) if t["role"] == "assistant"), default=None)
+    if last is None:
+        raise RowError("'conversations' has no gpt turn", "add the assistant reply as a {\"from\": \"gpt\"} turn")
+    prompt = _check_prompt(turns[:last], "conversations before the last gpt turn")
+    meta = {}
+    if isinstance(row.get("source"), str):
+        meta["source"] = row["source"]
+    meta.update(_meta(row))
+    return sft_row(rid, prompt, turns[last]["content"], meta)
+
+
+convert_deita = _per_row(_sharegpt_row)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# local formats
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _reply(value: Any, field_name: str, prompt: list[dict]) -> str:
+    """A chosen/rejected reply given as a string or as a message list ending in the assistant reply."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        prefix, reply = _split_final_assistant(_messages(value, field_name), field_name)
+        if prefix and prefix != prompt:
+            raise RowError(f"the turns before the final reply in '{field_name}' differ from 'prompt'",
+                           f"make '{field_name}' just [{{\"role\": \"assistant\", ...}}] or repeat the prompt exactly")
+        return reply
+    raise RowError(f"field '{field_name}' must be a string or a list of messages, got {_typename(value)}",
+                   f"store '{field_name}' as the reply text")
+
+
+def local_row_kind(row: Mapping) -> str:
+    """"pref", "sft", "test" or "unknown", from which fields a local row has."""
+    if not _missing(row, "chosen") or not _missing(row, "rejected"):
+        return "pref"
+    if not _missing(row, "response") or not _missing(row, "messages") or not _missing(row, "conversations"):
+        return "sft"
+    if not _missing(row, "prompt"):
+        return "test"
+    return "unknown"
+
+
+def _local_row(row: Mapping, index: int, id_prefix: str) -> dict:
+    kind = local_row_kind(row)
+    rid = _row_id(row, index, id_prefix)
+    meta = _meta(row)
+    if kind == "pref":
+        if _missing(row, "prompt"):
+            chosen, rejected = row.get("chosen"), row.get("rejected")
+            if isinstance(chosen, list) and isinstance(rejected, list):
+                return _dpo_mix_row(row, index, id_prefix)  # conversations sharing the prompt turns
+            _require(row, "prompt", "add a 'prompt' field, or give 'chosen'/'rejected' as full conversations")
+        prompt = _prompt(row["prompt"])
+        chosen = _reply(_require(row, "chosen"), "chosen", prompt)
+        rejected = _reply(_require(row, "rejected"), "rejected", prompt)
+        return pref_row(rid, prompt, chosen, rejected, meta)
+    if kind == "sft":
+        if not _missing(row, "response"):
+            prompt = _prompt(_require(row, "prompt", "add a 'prompt' field (or use a 'messages' list)"))
+            return sft_row(rid, prompt, _text(row["response"], "response"), meta)
+        if not _missing(row, "messages"):
+            msgs = _messages(row["messages"], "messages")
+            last = max((j for j, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            if last is None:
+                raise RowError("'messages' has no assistant turn", "end 'messages' with the assistant reply")
+            return sft_row(rid, _check_prompt(msgs[:last], "messages before the last assistant turn"),
+                           msgs[last]["content"], meta)
+        return _sharegpt_row(row, index, id_prefix)
+    if kind == "test":
+        prompt = _prompt(row["prompt"])
+        return {"id": rid, "prompt": prompt, "meta": meta}
+    keys = ", ".join(sorted(k for k, v in row.items() if v is not None)) or "none"
+    raise RowError(f"unrecognised row (fields: {keys})",
+                   "use prompt+chosen+rejected, chosen/rejected message lists, prompt+response, or messages")
+
+
+_local_row_checked = _with_id(_local_row)
+
+_KIND_ONE = {"pref": "a preference row", "sft": "an SFT row", "test": "a prompt-only (test) row"}
+_KIND_MANY = {"pref": "preference rows", "sft": "SFT rows", "test": "prompt-only (test) rows"}
+
+
+def is_helpsteer2_schema(rows: Sequence[Mapping]) -> bool:
+    first = rows[0] if rows else None
+    return (isinstance(first, Mapping) and not _missing(first, "helpfulness") and not _missing(first, "response")
+            and _missing(first, "chosen"))
+
+
+def convert_local(raw_rows: Sequence[Mapping], id_prefix: str, allowed: Sequence[str],
+                  strict: bool = True) -> tuple[str, Converted]:
+    """Convert a local file's rows; all rows must be the same kind, one of ``allowed``. Returns (kind, rows)."""
+    if is_helpsteer2_schema(raw_rows) and "pref" in allowed:
+        return "pref", convert_helpsteer2(raw_rows, id_prefix, strict=True)
+    out: list[dict] = []
+    kind = None
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_rows):
+        row_kind = local_row_kind(raw) if isinstance(raw, Mapping) else "unknown"
+        if row_kind != "unknown":
+            if kind is None:
+                kind = row_kind
+                if kind not in allowed:
+                    raise RowError(f"this file holds {_KIND_MANY[kind]}, expected "
+                                   + " or ".join(_KIND_MANY[k] for k in allowed),
+                                   "move the rows to the file meant for them (train/val: preference rows, "
+                                   "sft: SFT rows, test: prompts)", index=i)
+            elif row_kind != kind:
+                rid = raw.get("id")
+                raise RowError(f"this is {_KIND_ONE[row_kind]} but earlier rows are {_KIND_MANY[kind]}",
+                               "keep one kind of row per file (preference rows in train.jsonl/val.jsonl, "
+                               "SFT rows in sft.jsonl, prompts in test.jsonl)", index=i,
+                               row_id=None if rid is None else str(rid))
+        row = _local_row_checked(raw, i, id_prefix)
+        if row["id"] in seen:
+            raise RowError(f"duplicate id {_short(row['id'])} (also used by row {seen[row['id']]})",
+                           "ids must be unique within a file", index=i, row_id=row["id"])
+        seen[row["id"]] = i
+        out.append(row)
+    return kind or "pref", Converted(out, {"rows": len(raw_rows), "kept": len(out), "skipped_invalid": 0})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# adapter registry
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    hf_id: str
+    splits: dict[str, str]  # role ("train" / "val") -> HF split name
+    kind: str  # "pref" or "sft"
+    convert: Callable[..., Converted]  # (raw_rows, id_prefix, strict=True) -> Converted; pure
+    description: str = ""
+
+
+ADAPTERS: dict[str, Adapter] = {
+    "dpo-mix-7k": Adapter(
+        name="dpo-mix-7k", hf_id="argilla/dpo-mix-7k", splits={"train": "train", "val": "test"}, kind="pref",
+        convert=convert_dpo_mix,
+        description="chosen/rejected conversations; HF test split -> pref_val and test prompts"),
+    "helpsteer2": Adapter(
+        name="helpsteer2", hf_id="nvidia/HelpSteer2", splits={"train": "train", "val": "validation"}, kind="pref",
+        convert=convert_helpsteer2,
+        description="rated responses; consecutive rows sharing a prompt -> higher vs lower helpfulness"),
+    "deita-10k": Adapter(
+        name="deita-10k", hf_id="hkust-nlp/deita-10k-v0", splits={"train": "train"}, kind="sft",
+        convert=convert_deita,
+        description="ShareGPT conversations -> SFT rows (prompt = turns before the last gpt turn)"),
+}
+
+
+def find_adapter(name: str) -> Adapter | None:
+    """An adapter by name or HF id (case-insensitive)."""
+    key = name.strip().lower()
+    for adapter in ADAPTERS.values():
+        if key in (adapter.name.lower(), adapter.hf_id.lower()):
+            return adapter
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading raw rows
+# ----------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """For local files: silence datasets' progress bars and its 'Failed to load JSON' log lines, and skip its
+    download-count HEAD request to the hub (pointless for local files; up to 3 s per load when offline)."""
+    import datasets
+    import datasets.config
+    from datasets.utils import logging as ds_logging
+
+    level = ds_logging.get_verbosity()
+    bars_off = datasets.utils.are_progress_bars_disabled()
+    counts = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
+    ds_logging.set_verbosity(logging.CRITICAL + 10)
+    datasets.disable_progress_bars()
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    try:
+        yield
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counts
+        ds_logging.set_verbosity(level)
+        if not bars_off:
+            datasets.enable_progress_bars()
+
+
+def _parse_raw(path: Path, label: str) -> list[Any]:
+    """Parse a JSON/JSONL file with the json module, raising a BenchError that names the bad line."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise BenchError(f"{label} line {e.lineno}: invalid JSON ({e.msg}, column {e.colno}); "
+                             "fix the syntax (a .json file must hold one JSON array of row objects)") from None
+        if not isinstance(data, list):
+            raise BenchError(f"{label}: expected a JSON array of row objects, got a JSON {_typename(data)}; "
+                             "wrap the rows in [...] or write them one per line to a .jsonl file")
+        rows = data
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise BenchError(f"{label} row {i}: expected a JSON object, got {_typename(row)}; "
+                                 "each array item must be one row object")
+        return rows
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BenchError(f"{label} line {lineno}: invalid JSON ({e.msg}, column {e.colno}); "
+                             "fix or remove this line (JSONL needs one complete JSON object per line)") from None
+        if not isinstance(row, dict):
+            raise BenchError(f"{label} line {lineno}: expected a JSON object, got {_typename(row)}; "
+                             "write one {...} row object per line")
+        rows.append(row)
+    return rows
+
+
+def read_json_rows(path: str | Path) -> tuple[list[dict], Source]:
+    """Rows of a local .jsonl/.json file through ``datasets.load_dataset("json", data_files=...)``."""
+    p = Path(path).expanduser()
+    label = str(path)
+    if not p.exists():
+        raise BenchError(f"dataset file not found: {label}; check the path (a .jsonl/.json file or a directory)")
+    if not p.is_file():
+        raise BenchError(f"{label} is not a file; give a .jsonl or .json file")
+    if p.suffix not in LOCAL_EXTENSIONS:
+        raise BenchError(f"{label}: unsupported file type '{p.suffix}'; convert it to .jsonl (one JSON object "
+                         "per line) or .json (an array of objects)")
+    try:
+        with open(p, encoding="utf-8") as f:
+            empty = not f.read(1 << 16).strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchError(f"{label}: cannot be read as UTF-8 text ({_one_line(e)}); save it as UTF-8 JSON") from None
+    if empty:
+        raise BenchError(f"{label} is empty; add at least one row")
+    import datasets
+
+    source = Source(label, p)
+    try:
+        with _quiet_datasets():
+            ds = datasets.load_dataset("json", data_files=str(p.resolve()), split="train")
+        rows = ds.to_list()
+    except Exception:  # noqa: BLE001 - datasets raises many types; diagnose with the json module
+        # raises a BenchError naming the bad line if there is one; otherwise the JSON is valid but datasets
+        # could not infer one table schema for it, and the parsed rows are used as they are
+        rows = _parse_raw(p, label)
+    if not rows:
+        raise BenchError(f"{label} has no rows; add at least one row")
+    return rows, source
+
+
+def _hub_rows(adapter: Adapter, split: str, revision: str | None) -> tuple[list[dict], Source]:
+    import datasets
+
+    rev = f", revision {revision}" if revision else ""
+    label = f"dataset '{adapter.name}' ({adapter.hf_id}, split '{split}'{rev})"
+    try:
+        ds = datasets.load_dataset(adapter.hf_id, split=split, revision=revision)
+        rows = ds.to_list()
+    except Exception as e:  # noqa: BLE001 - network, auth, missing repo/split, cache problems
+        raise BenchError(
+            f"could not download {label} from the Hugging Face Hub ({type(e).__name__}: {_one_line(e, 200)}); "
+            f"check network access and HF_TOKEN, or pass --dataset PATH to a local copy "
+            f"(a .jsonl file or a directory with {split}.jsonl in the same schema)") from None
+    return rows, Source(label)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# splits and assembly
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _order_key(seed: int, salt: str, row_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{salt}:{row_id}".encode()).hexdigest()
+
+
+def seeded_pick(rows: list[dict], n: int, seed: int, salt: str) -> tuple[list[dict], list[dict]]:
+    """Deterministically pick n rows (by a seeded hash of their ids); both parts keep the original order."""
+    if n >= len(rows):
+        return list(rows), []
+    ranked = sorted(range(len(rows)), key=lambda i: _order_key(seed, salt, rows[i]["id"]))
+    chosen = set(ranked[:n])
+    return ([r for i, r in enumerate(rows) if i in chosen], [r for i, r in enumerate(rows) if i not in chosen])
+
+
+def carve_val(train: list[dict], seed: int, fraction: float = VAL_FRACTION) -> tuple[list[dict], list[dict]]:
+    """Split a validation part off train: ``fraction`` of the rows, at least 1 when train has 2+ rows."""
+    if len(train) < 2:
+        return list(train), []
+    n_val = min(len(train) - 1, max(1, round(fraction * len(train))))
+    val, rest = seeded_pick(train, n_val, seed, "val")
+    return rest, val
+
+
+def assemble(name: str, version: str, kind: str, train: list[dict], val: list[dict] | None,
+             test: list[dict] | None, sft: list[dict] | None, seed: int,
+             stats: dict) -> DatasetBundle:
+    """Fill the bundle splits: carve pref_val off train when missing; test prompts from pref_val if none."""
+    splits: dict[str, list[dict]] = {"sft": list(sft or []), "pref_train": [], "pref_val": [], "test": []}
+    if kind == "pref":
+        if val is None:
+            train, val = carve_val(train, seed)
+            stats["pref_val"] = {"carved_from_train": len(val), "seed": seed}
+        splits["pref_train"], splits["pref_val"] = train, val
+        if test is None:
+            test = [test_row_from(r, name) for r in val]
+            stats.setdefault("test", {})["from_pref_val"] = len(test)
+    else:
+        splits["sft"] = train + splits["sft"]
+    splits["test"] = list(test or [])
+    return DatasetBundle(name=name, version=version, splits=splits)
+
+
+def _resolve_local_copy(adapter: Adapter, local_path: str) -> dict[str, Path]:
+    """Which local file feeds each role: a file is the train split; a directory holds <hf split>.jsonl."""
+    p = Path(local_path).expanduser()
+    if not p.exists():
+        raise BenchError(f"local copy of '{adapter.name}' not found: {local_path}; give a .jsonl file or a directory "
+                         f"with {', '.join(s + '.jsonl' for s in adapter.splits.values())}")
+    if p.is_file():
+        return {"train": p}
+    files: dict[str, Path] = {}
+    for role, split in adapter.splits.items():
+        stems = [split] + [s for s in LOCAL_DIR_FILES.get(role, ()) if s != split]
+        for stem in stems:
+            hit = next((p / f"{stem}{ext}" for ext in LOCAL_EXTENSIONS if (p / f"{stem}{ext}").is_file()), None)
+            if hit is not None:
+                files[role] = hit
+                break
+    if "train" not in files:
+        raise BenchError(f"{local_path}: no {adapter.splits['train']}.jsonl (or .json) in this directory; "
+                         f"add the train split of {adapter.hf_id} there")
+    return files
+
+
+def load_adapter(adapter: Adapter | str, seed: int = 0, local_path: str | None = None,
+                 revision: str | None = None, strict: bool | None = None) -> tuple[DatasetBundle, dict]:
+    """Load one adapter's data into a bundle. Returns (bundle, stats per split)."""
+    if isinstance(adapter, str):
+        found = find_adapter(adapter)
+        if found is None:
+            raise BenchError(f"unknown dataset adapter '{adapter}'; known: {', '.join(ADAPTERS)}")
+        adapter = found
+    strict = (local_path is not None) if strict is None else strict
+    raw: dict[str, tuple[list[dict], Source]] = {}
+    if local_path is not None:
+        for role, path in _resolve_local_copy(adapter, local_path).items():
+            raw[role] = read_json_rows(path)
+    else:
+        for role, split in adapter.splits.items():
+            raw[role] = _hub_rows(adapter, split, revision)
+
+    converted: dict[str, list[dict]] = {}
+    stats: dict[str, dict] = {}
+    for role, (rows, source) in raw.items():
+        prefix = adapter.name if role == "train" else f"{adapter.name}-{adapter.splits[role]}"
+        try:
+            result = adapter.convert(rows, prefix, strict=strict)
+        except RowError as e:
+            raise source.error(e) from None
+        if not result.rows:
+            raise BenchError(f"{source.label}: no usable rows after conversion ({_one_line(result.stats)}); "
+                             "check that the file has the schema of " + adapter.hf_id)
+        converted[role] = result.rows
+        target = {"pref": {"train": "pref_train", "val": "pref_val"}, "sft": {"train": "sft", "val": "sft"}}
+        stats[target[adapter.kind][role]] = result.stats
+
+    version = f"{adapter.name}:{adapter.hf_id}"
+    if revision:
+        version += f"@{revision}"
+    if local_path is not None:
+        version += ":local-copy"
+    train = converted["train"]
+    val = converted.get("val")
+    if adapter.kind == "sft":
+        train = train + (val or [])
+        val = None
+    bundle = assemble(adapter.name, version, adapter.kind, train, val, None, None, seed, stats)
+    return bundle, stats
+
+
+def load_local(path: str | Path, seed: int = 0) -> tuple[DatasetBundle, dict]:
+    """Load a local .jsonl/.json file or a directory (train / val|validation / test / sft .jsonl|.json)."""
+    p = Path(path).expanduser()
+    label = str(path)
+    if not p.exists():
+        raise BenchError(f"dataset path not found: {label}; check the path")
+    stats: dict[str, dict] = {}
+    if p.is_file():
+        name = p.stem
+        rows, source = read_json_rows(p)
+        try:
+            kind, result = convert_local(rows, name, ("pref", "sft", "test"))
+        except RowError as e:
+            raise source.error(e) from None
+        version = f"local:{p.name}"
+        if kind == "test":
+            stats["test"] = result.stats
+            test = [{**r, "meta": {"family": name, **r["meta"]}} for r in result.rows]
+            return assemble(name, version, "pref", [], [], test, None, seed, stats), stats
+        stats["pref_train" if kind == "pref" else "sft"] = result.stats
+        return assemble(name, version, kind, result.rows, None, None, None, seed, stats), stats
+
+    files: dict[str, Path] = {}
+    for role, stems in LOCAL_DIR_FILES.items():
+        for stem in stems:
+            hit = next((p / f"{stem}{ext}" for ext in LOCAL_EXTENSIONS if (p / f"{stem}{ext}").is_file()), None)
+            if hit is not None:
+                files[role] = hit
+                break
+    if not files:
+        raise BenchError(f"{label}: directory has none of train.jsonl, val.jsonl, validation.jsonl, test.jsonl, "
+                         "sft.jsonl (or .json); add at least one, or point at a single file")
+    name = p.resolve().name or "local"
+    allowed = {"train": ("pref", "sft"), "val": ("pref",), "test": ("test", "pref", "sft"), "sft": ("sft",)}
+    out: dict[str, tuple[str, list[dict]]] = {}
+    for role, fpath in files.items():
+        rows, source = read_json_rows(fpath)
+        try:
+            kind, result = convert_local(rows, fpath.stem, allowed[role])
+        except RowError as e:
+            raise source.error(e) from None
+        if role == "test" and kind != "test":
+            result.rows = [test_row_from(r, name) for r in result.rows]
+        elif role == "test":
+            result.rows = [{**r, "meta": {"family": name, **r["meta"]}} for r in result.rows]
+        out[role] = (kind, result.rows)
+        key = {"train": "pref_train" if kind == "pref" else "sft", "val": "pref_val", "test": "test", "sft": "sft"}
+        stats[key[role]] = result.stats
+
+    train_kind, train = out.get("train", ("pref", []))
+    if train_kind == "sft" and "sft" in out:
+        raise BenchError(f"{label}: train{files['train'].suffix} holds SFT rows and sft{files['sft'].suffix} exists "
+                         "too; put all SFT rows in sft.jsonl and preference rows in train.jsonl")
+    sft = out["sft"][1] if "sft" in out else (train if train_kind == "sft" else [])
+    pref_train = train if train_kind == "pref" else []
+    val = out["val"][1] if "val" in out else None
+    if val is None and not pref_train:
+        val = []
+    test = out["test"][1] if "test" in out else None
+    bundle = assemble(name, f"local:{name}", "pref", pref_train, val, test, sft, seed, stats)
+    return bundle, stats

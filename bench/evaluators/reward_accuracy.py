@@ -1,0 +1,23 @@
+"""Reward accuracy: share of validation pairs where the run's model gives y_w a higher mean log-prob than y_l."""
+from __future__ import annotations
+
+from bench.evaluators import register_evaluator
+from bench.evaluators.base import EvalContext, Evaluator
+from bench.scoring import reward_accuracy
+
+
+@register_evaluator
+class RewardAccuracy(Evaluator):
+    name = "reward_accuracy"
+    version = "1"
+
+    def evaluate(self, run, ctx: EvalContext) -> dict:
+        from bench.config import RunConfig
+        from bench.models import load_model
+        from bench.pipeline import Pipeline
+
+        pipe = Pipeline(RunConfig(**{**run.manifest["config"], "eval_suite": ()}))
+        model = ctx.settings.get("model") or load_model(run.checkpoint_path)
+        chosen = pipe.side_pairs("pref_val", "chosen", {})
+        rejected = pipe.side_pairs("pref_val", "rejected", {})
+        return reward_accuracy(model, chosen, rejected, pipe.tok.pad_token_id, pipe.infer_bs)

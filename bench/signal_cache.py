@@ -1,0 +1,129 @@
+"""Content-addressed teacher-signal cache: memory-mapped safetensors shards, written atomically.
+
+One entry = one forward pass of one model over one side (chosen, rejected, a generation set) of one split,
+keyed by (model key, token-data hash, tokenizer, k, τ). It holds three kinds, each in its own shards:
+  topk   topk_ids int32 [N,k], topk_logps float16 [N,k], tail float32 [N]      (k=50: 304 bytes/token)
+  logps  logps float32 [N]                                                    (4 bytes/token)
+  values v_soft, v_lse, v_max, v_expect, v_margin, z_label float32 [N+B]      (24 bytes/state)
+Rows are flat over examples; `offsets` ([n+1] int64, per shard) locate example i. Reading slices rows straight
+from the memory-mapped file (`safe_open(...).get_slice`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from bench.errors import BenchError
+from bench.rundir import atomic_write_json
+
+KIND_FIELDS = {
+    "topk": ("topk_ids", "topk_logps", "tail"),
+    "logps": ("logps",),
+    "values": ("v_soft", "v_lse", "v_max", "v_expect", "v_margin", "z_label"),
+}
+
+
+class ShardWriter:
+    """Accumulates per-example tensors and flushes a shard file every `shard_size` examples."""
+
+    def __init__(self, directory: Path, kind: str, shard_size: int):
+        self.dir, self.kind, self.shard_size = directory, kind, shard_size
+        self.buf: dict[str, list[torch.Tensor]] = {f: [] for f in KIND_FIELDS[kind]}
+        self.lengths: list[int] = []
+        self.shards: list[dict] = []
+        self.bytes = 0
+
+    def add(self, **tensors: torch.Tensor) -> None:
+        first = next(iter(tensors.values()))
+        self.lengths.append(int(first.shape[0]))
+        for name, t in tensors.items():
+            self.buf[name].append(t.contiguous())
+        if len(self.lengths) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.lengths:
+            return
+        offsets = torch.zeros(len(self.lengths) + 1, dtype=torch.int64)
+        offsets[1:] = torch.tensor(self.lengths).cumsum(0)
+        data = {name: torch.cat(parts) for name, parts in self.buf.items()}
+        data["offsets"] = offsets
+        fname = f"{self.kind}-{len(self.shards):05d}.safetensors"
+        save_file(data, str(self.dir / fname))
+        self.bytes += sum(t.numel() * t.element_size() for k, t in data.items() if k != "offsets")
+        self.shards.append({"file": fname, "examples": len(self.lengths), "rows": int(offsets[-1])})
+        self.buf = {f: [] for f in KIND_FIELDS[self.kind]}
+        self.lengths = []
+
+
+class SignalEntry:
+    """Read side of one cache entry."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        manifest = self.path / "manifest.json"
+        if not manifest.exists():
+            raise BenchError(f"signal cache entry {path} is incomplete; delete it and rerun")
+        self.manifest = json.loads(manifest.read_text())
+        self._index: dict[str, list[tuple[int, object, torch.Tensor]]] = {}
+
+    def _shards(self, kind: str):
+        if kind not in self._index:
+            if kind not in self.manifest["kinds"]:
+                raise BenchError(f"signal cache entry {self.path} has no '{kind}' data; delete it and rerun")
+            shards, start = [], 0
+            for sh in self.manifest["kinds"][kind]["shards"]:
+                handle = safe_open(str(self.path / sh["file"]), framework="pt")
+                shards.append((start, handle, handle.get_tensor("offsets")))
+                start += sh["examples"]
+            self._index[kind] = shards
+        return self._index[kind]
+
+    def example(self, kind: str, i: int) -> dict[str, torch.Tensor]:
+        for start, handle, offsets in reversed(self._shards(kind)):
+            if i >= start:
+                j = i - start
+                a, b = int(offsets[j]), int(offsets[j + 1])
+                return {name: handle.get_slice(name)[a:b] for name in KIND_FIELDS[kind]}
+        raise IndexError(i)
+
+    def gather(self, kind: str, indices: list[int]) -> dict[str, torch.Tensor]:
+        parts = [self.example(kind, i) for i in indices]
+        return {name: torch.cat([p[name] for p in parts]) for name in KIND_FIELDS[kind]}
+
+
+def bytes_per_token(entry: SignalEntry) -> dict[str, float]:
+    m = entry.manifest
+    return {kind: info["bytes"] / max(info["rows"], 1) for kind, info in m["kinds"].items()}
+
+
+def write_entry(final: Path, key: dict, fill, shard_size: int = 4096) -> Path:
+    """Build an entry in a temp dir with `fill(writers)`, then rename it into place atomically."""
+    final = Path(final)
+    if (final / "manifest.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        writers = {kind: ShardWriter(tmp, kind, shard_size) for kind in KIND_FIELDS}
+        fill(writers)
+        kinds = {}
+        for kind, w in writers.items():
+            w.flush()
+            kinds[kind] = {"shards": w.shards, "bytes": w.bytes, "rows": sum(s["rows"] for s in w.shards)}
+        atomic_write_json(tmp / "manifest.json", {"key": key, "kinds": kinds})
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

@@ -1,0 +1,132 @@
+"""Shared pieces of the embedded suite's task families: the base class, text normalisation and chatter.
+
+Scoring policy shared by every family (each family's docstring gives its own details):
+
+* ``1.0``  -- the response is exactly the requested output, after trivial normalisation: surrounding
+  whitespace is stripped, inner whitespace runs collapse to one space, and one trailing period is dropped.
+* partial  -- only where natural and only when the requested format is followed (e.g. a comma-separated
+  list that is a permutation of the input words gets the fraction of words in their correct position).
+* ``FORMAT_MISS`` (0.2) -- the right value is present but the format is not followed: wrapped in chatter
+  ("Sure! The answer is 42."), spelled differently (words instead of digits, wrong letter case where the
+  prompt demands a case), a different container (bare word instead of JSON), and so on.
+* ``0.0``  -- anything else: a wrong value in the right format, unrelated text, an empty response.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+FORMAT_MISS = 0.2
+FAILURE_TYPES = ("wrong_answer", "verbose", "ignored_format")
+
+# Chatter around a correct value: the "verbose" failure (the untouched instruct model's habit).
+_VERBOSE = (
+    "Sure! The answer is {v}.",
+    "Of course. Here it is: {v}. Let me know if you need anything else!",
+    "Great question! After thinking it through, I believe the answer is {v}.",
+    "{v}. I hope this helps! Feel free to ask if you have more questions.",
+    "Okay, let me help with that. My final answer: {v}",
+    "Happy to help! {v} is the correct response here.",
+    "Let me think step by step. Looking at the task carefully, the result is {v}.",
+)
+
+
+def normalize(text) -> str:
+    """Strip, collapse whitespace runs to one space, drop one trailing period. Non-strings give ""."""
+    if not isinstance(text, str):
+        return ""
+    out = " ".join(text.split())
+    if out.endswith(".") and not out.endswith(".."):
+        out = out[:-1].rstrip()
+    return out
+
+
+def contains_token(text: str, value: str) -> bool:
+    """True when ``value`` occurs in ``text`` (case-insensitive) not glued to other letters or digits."""
+    if not value:
+        return False
+    pattern = r"(?<![A-Za-z0-9])" + re.escape(value) + r"(?![A-Za-z0-9])"
+    return re.search(pattern, text, flags=re.IGNORECASE) is not None
+
+
+def verbose(rng: random.Random, value: str) -> str:
+    """The correct value wrapped in chatter."""
+    return rng.choice(_VERBOSE).format(v=value)
+
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+         "sixteen seventeen eighteen nineteen").split()
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+
+
+def number_words(n: int) -> str:
+    """English words for 0 <= n <= 9999, e.g. 73 -> "seventy-three", 105 -> "one hundred and five"."""
+    if not 0 <= n <= 9999:
+        raise ValueError(f"number_words supports 0..9999, got {n}")
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("-" + _ONES[n % 10] if n % 10 else "")
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + (" and " + number_words(rest) if rest else "")
+    rest = n % 1000
+    head = number_words(n // 1000) + " thousand"
+    if not rest:
+        return head
+    return head + (" and " if rest < 100 else " ") + number_words(rest)
+
+
+def score_integer(answer: str, response) -> float:
+    """Checker for "reply with the number only" tasks (digits, no sign, no separators)."""
+    r = normalize(response)
+    if not r:
+        return 0.0
+    if re.fullmatch(r"\d+", r):
+        return 1.0 if int(r) == int(answer) else 0.0
+    if r.replace(",", "") == answer or contains_token(r, answer) or contains_token(r, number_words(int(answer))):
+        return FORMAT_MISS
+    return 0.0
+
+
+def pick_other(rng: random.Random, candidates, correct: str) -> str:
+    """A random candidate different from ``correct`` (candidates must hold at least one such value)."""
+    options = sorted({c for c in candidates if c and c != correct})
+    if not options:
+        raise ValueError(f"no alternative to {correct!r} among {candidates!r}")
+    return rng.choice(options)
+
+
+class Family:
+    """One task family: generates (prompt text, meta, correct response), failures, and scores responses."""
+
+    name = ""
+
+    def generate(self, rng: random.Random) -> tuple[str, dict, str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def wrong(self, rng: random.Random, meta: dict, correct: str) -> str:  # pragma: no cover - abstract
+        """A plausible wrong value in the requested format."""
+        raise NotImplementedError
+
+    def misformat(self, rng: random.Random, meta: dict, correct: str) -> str:  # pragma: no cover - abstract
+        """The right value in a format the prompt did not ask for."""
+        raise NotImplementedError
+
+    def score(self, meta: dict, response) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def failures(self, rng: random.Random, meta: dict, correct: str) -> dict[str, str]:
+        """One rejected response per failure type."""
+        out = {
+            "wrong_answer": self.wrong(rng, meta, correct),
+            "verbose": verbose(rng, correct),
+            "ignored_format": self.misformat(rng, meta, correct),
+        }
+        for kind, text in out.items():
+            if not text or normalize(text) == normalize(correct):
+                raise AssertionError(f"{self.name}: {kind} failure equals the correct response {correct!r}")
+        return out
+
+    def __repr__(self) -> str:
+        return f"<suite family {self.name}>"

@@ -1,0 +1,196 @@
+"""The one training loop every method shares (accelerate): methods differ only in their loss.
+
+AdamW (β 0.9/0.999, wd 0), cosine schedule with 10% warmup, grad clip 1.0, gradient accumulation, fp32 on CPU and
+bf16 autocast on GPU. Validation every `eval_every` steps keeps a checkpoint per interval; the best by the
+validation score becomes the final model. Atomic training state every `save_every` steps; `resume=True` picks up.
+Multi-GPU / multi-node: run the same command under `accelerate launch` (configs/accelerate/*.yaml).
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench.checkpoint import has_state, load_state, save_state
+from bench.errors import BenchError
+from bench.forward import pad_batch, packed_forward
+from bench.method import LossBatch, Method
+from bench.progress import console, progress_bar
+from bench.signal_cache import SignalEntry
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 5e-7
+    batch_size: int = 8
+    grad_accum: int = 1
+    epochs: float = 1.0
+    max_steps: int = 0  # >0 overrides epochs
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_every: int = 0  # 0: evaluate once at the end (when an evaluator is given)
+    save_every: int = 0  # 0: no intermediate resumable state
+    log_every: int = 1
+    seed: int = 0
+    keep_checkpoints: bool = False
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.epochs <= 0 or self.max_steps < 0:
+            raise BenchError("invalid training settings: need lr > 0, batch_size >= 1, grad_accum >= 1, epochs > 0, "
+                             f"max_steps >= 0 (got {asdict(self)})")
+
+
+@dataclass
+class TrainData:
+    """Per-example token pairs for each side, and the cache entries that hold each declared signal."""
+
+    n: int
+    sides: dict[str, list[tuple[list[int], list[int]]]]
+    signals: dict[str, tuple[SignalEntry, str, str]] = field(default_factory=dict)  # name -> (entry, kind, side)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[dict]
+    evals: list[dict]
+    final_dir: Path | None
+    seconds: float
+    tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+def values_index(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    vseg = torch.cat([torch.full((T + 1,), b) for b, T in enumerate(lengths)])
+    vpos = torch.cat([torch.arange(T + 1) for T in lengths])
+    return vseg, vpos
+
+
+def collate(data: TrainData, idx: list[int], pad_id: int) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+    batches = {side: pad_batch([pairs[i] for i in idx], pad_id) for side, pairs in data.sides.items()}
+    signals = {}
+    for name, (entry, kind, side) in data.signals.items():
+        sig = entry.gather(kind, idx)
+        if kind == "values":
+            sig["vseg"], sig["vpos"] = values_index([len(data.sides[side][i][1]) for i in idx])
+        signals[name] = sig
+    return batches, signals
+
+
+def loss_batch(model, ref_model, batches, signals, device) -> LossBatch:
+    policy = {side: packed_forward(model, b) for side, b in batches.items()}
+    ref = {}
+    if ref_model is not None:
+        with torch.no_grad():
+            ref = {side: packed_forward(ref_model, b) for side, b in batches.items()}
+    sig = {n: {k: v.to(device) for k, v in d.items()} for n, d in signals.items()}
+    return LossBatch(policy=policy, signals=sig, ref=ref)
+
+
+def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pad_id: int, work_dir: Path,
+          ref_model=None, evaluate: Callable | None = None, resume: bool = False, desc: str = "train") -> TrainResult:
+    from accelerate import Accelerator
+    from transformers import get_cosine_schedule_with_warmup
+
+    tcfg.validate()
+    if data.n == 0:
+        raise BenchError(f"{desc}: no training examples; check the dataset split sizes")
+    work_dir = Path(work_dir)
+    accel = Accelerator(gradient_accumulation_steps=tcfg.grad_accum,
+                        mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    torch.manual_seed(tcfg.seed)
+    per_step = tcfg.batch_size * tcfg.grad_accum * accel.num_processes
+    total = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * data.n / per_step))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr, betas=(0.9, 0.999),
+                            weight_decay=tcfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(tcfg.warmup_ratio * total), total)
+    if ref_model is not None:
+        ref_model.eval().requires_grad_(False).to(accel.device)
+    model, opt = accel.prepare(model, opt)
+    step, history, evals = 0, [], []
+    state_dir = work_dir / "state"
+    if resume and has_state(state_dir):
+        step, extra = load_state(state_dir, accel.unwrap_model(model), opt, sched)
+        history, evals = extra.get("history", []), extra.get("evals", [])
+        console.print(f"[yellow]{desc}: resuming at step {step}/{total}")
+    eval_every = tcfg.eval_every or total
+
+    def order_for(epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(tcfg.seed * 1000 + epoch)
+        return torch.randperm(data.n, generator=g).tolist()
+
+    t0, tokens = time.perf_counter(), 0
+    with progress_bar(desc, total=total, unit="steps") as bar:
+        bar.advance(step)
+        while step < total:
+            model.train()
+            logs: dict[str, float] = {}
+            for micro in range(tcfg.grad_accum):
+                g = (step * tcfg.grad_accum + micro) * tcfg.batch_size * accel.num_processes
+                epoch, pos = divmod(g, data.n)
+                order = order_for(epoch) + order_for(epoch + 1)
+                idx = order[pos:pos + tcfg.batch_size * accel.num_processes][accel.process_index::accel.num_processes]
+                batches, signals = collate(data, idx, pad_id)
+                with accel.accumulate(model), accel.autocast():
+                    lb = loss_batch(model, ref_model, batches, signals, accel.device)
+                    loss, metrics = method.loss(lb, mcfg)
+                    if not torch.isfinite(loss):
+                        raise BenchError(f"{desc}: loss became {loss.item()} at step {step}; lower lr or check "
+                                         "the method settings")
+                    accel.backward(loss)
+                    if accel.sync_gradients:
+                        accel.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+                    opt.step()
+                    sched.step() if accel.sync_gradients else None
+                    opt.zero_grad()
+                tokens += sum(b.n_tokens for b in batches.values())
+                for k, v in {"loss": loss.item(), **metrics}.items():
+                    logs[k] = logs.get(k, 0.0) + v / tcfg.grad_accum
+            step += 1
+            history.append({"step": step, "lr": sched.get_last_lr()[0], **logs})
+            bar.advance(1, tokens=sum(b.n_tokens for b in batches.values()), loss=logs["loss"])
+            if evaluate is not None and (step % eval_every == 0 or step == total):
+                evals.append(_evaluate_and_keep(accel.unwrap_model(model), evaluate, step, work_dir))
+            if tcfg.save_every and step % tcfg.save_every == 0 and step < total:
+                save_state(state_dir, accel.unwrap_model(model), opt, sched, step,
+                           {"history": history, "evals": evals})
+    seconds = time.perf_counter() - t0
+    final = _select_final(accel.unwrap_model(model), evals, work_dir, tcfg.keep_checkpoints)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return TrainResult(step, history, evals, final, seconds, tokens)
+
+
+def _evaluate_and_keep(model, evaluate: Callable, step: int, work_dir: Path) -> dict:
+    result = {"step": step, **evaluate(model)}
+    ckpt = work_dir / "checkpoints" / f"step-{step:06d}"
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    model.save_pretrained(ckpt, safe_serialization=True)
+    result["checkpoint"] = str(ckpt)
+    return result
+
+
+def _select_final(model, evals: list[dict], work_dir: Path, keep: bool) -> Path:
+    """The best validation checkpoint (ties -> the later one) becomes work_dir/final."""
+    final = work_dir / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    if evals:
+        best = max(evals, key=lambda e: (e["score"], e["step"]))
+        shutil.copytree(best["checkpoint"], final)
+        for e in evals:
+            e["selected"] = e is best
+        if not keep:
+            shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
+    else:
+        model.save_pretrained(final, safe_serialization=True)
+    return final

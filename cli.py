@@ -1,0 +1,170 @@
+"""`bench`: train a student with any registered method, evaluate it, compare every run in one table."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from bench.errors import BenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="prefdistill-bench: preference distillation, trained and scored the way the papers do.")
+
+
+def _fail(msg: str, code: int = 2):
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    method: str = typer.Option(..., "--method", "-m", help="method plugin name (see `bench methods`)"),
+    student: str = typer.Option("smollm2-135m-l12", help="student preset, HF id or local path"),
+    teacher: Optional[str] = typer.Option(None, help="teacher preset/HF id/path (default: the student's pair)"),
+    dataset: str = typer.Option("embedded", help="embedded | dpo-mix-7k | helpsteer2 | path to JSONL"),
+    seed: int = typer.Option(0),
+    preset: str = typer.Option("embedded", help="run preset in configs/runs (embedded, paper, tiny) or a YAML"),
+    set_: List[str] = typer.Option([], "--set", help="key=value: a method setting (beta=0.1) or a run-preset key "
+                                   "(student.train.lr=1e-5, sizes.pref_train=64)"),
+    runs: Path = typer.Option(Path("runs"), help="directory that holds run directories"),
+    name: Optional[str] = typer.Option(None, help="run directory name (default: derived from the config)"),
+    resume: bool = typer.Option(False, help="continue a killed run from its last saved state"),
+    eval_: str = typer.Option("", "--eval", help="extra evaluators after training, comma-separated"),
+):
+    """Run the pipeline stages, train the student, select the checkpoint, evaluate."""
+    from bench.config import RunConfig, split_sets
+    import dataclasses
+
+    from bench.registry import get_method
+    from bench.run import run_pipeline
+
+    m = get_method(method)
+
+    method_settings, overrides = split_sets(set_, {f.name for f in dataclasses.fields(m.config_cls)})
+    m.make_config(method_settings)  # validate before any work
+    cfg = RunConfig(method=method, student=student, teacher=teacher, dataset=dataset, seed=seed, preset=preset,
+                    method_settings=method_settings, stage_overrides=overrides, runs_dir=str(runs), run_name=name,
+                    resume=resume, eval_suite=tuple(s for s in eval_.split(",") if s))
+    run_dir = run_pipeline(cfg)
+    metrics = run_dir.metrics
+    summary = {k: round(v["score"], 4) for k, v in metrics.items() if isinstance(v, dict) and "score" in v}
+    typer.echo(f"{run_dir.path} {json.dumps(summary)}")
+
+
+@app.command()
+def methods(fmt: str = typer.Option("table", "--format", help="table | json")):
+    """List method plugins with their settings, defaults and the source of each default."""
+    from bench.method import describe
+    from bench.registry import get_method, method_names
+
+    infos = [describe(get_method(n)) for n in method_names()]
+    if fmt == "json":
+        typer.echo(json.dumps(infos, indent=2, default=str))
+        return
+    if fmt != "table":
+        _fail(f"--format {fmt!r} is invalid; use table or json")
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="method plugins")
+    for c in ("name", "signals", "settings (default — source)"):
+        t.add_column(c)
+    for i in infos:
+        settings = "\n".join(f"{s['name']}={s['default']} — {s['source']}" for s in i["settings"]) or "–"
+        t.add_row(f"{i['name']}\n[dim]{i['display_name']}, {i['citation']}", "\n".join(i["signals"]) or "–", settings)
+    Console().print(t)
+
+
+@app.command()
+def leaderboard(
+    runs: Path = typer.Option(Path("runs"), help="directory of run directories"),
+    fmt: str = typer.Option("table", "--format", help="table | md | csv | json"),
+    plot: Optional[Path] = typer.Option(None, help="also write a bar chart PNG here"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the table to a file"),
+):
+    """One row per run, one column per metric. Reads run directories only."""
+    from leaderboard.collect import collect
+    from leaderboard.render import plot as plot_fn, to_csv, to_json, to_markdown, to_rich
+
+    rows = collect(runs)
+    if not rows:
+        _fail(f"no runs under {runs}; train one with `bench run --method dpo`")
+    renderers = {"md": to_markdown, "csv": to_csv, "json": to_json}
+    if fmt == "table":
+        from rich.console import Console
+
+        Console(width=200).print(to_rich(rows))
+    elif fmt in renderers:
+        text = renderers[fmt](rows)
+        if output:
+            Path(output).write_text(text)
+        typer.echo(text)
+    else:
+        _fail(f"--format {fmt!r} is invalid; use table, md, csv or json")
+    if plot:
+        typer.echo(f"plot: {plot_fn(rows, plot)}", err=True)
+
+
+@app.command("eval")
+def eval_(
+    run_dirs: List[Path] = typer.Argument(..., help="run directories"),
+    suite: str = typer.Option("verified,reward_accuracy", help="comma-separated evaluators"),
+    judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of the judge"),
+    judge_model: Optional[str] = typer.Option(None, help="judge model name"),
+    build_reference: bool = typer.Option(False, help="alpacaeval: train the ADPA reference run if missing"),
+    set_: List[str] = typer.Option([], "--set", help="evaluator setting key=value (e.g. oll_limit=20)"),
+):
+    """Score run directories with evaluators; results go into each run's metrics.json."""
+    from bench.config import parse_value
+    from bench.evaluators.run import run_evaluators
+
+    settings = {}
+    for item in set_:
+        if "=" not in item:
+            _fail(f"--set {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        settings[k] = parse_value(v)
+    if judge_base_url:
+        settings["judge_base_url"] = judge_base_url
+    if judge_model:
+        settings["judge_model"] = judge_model
+    if build_reference:
+        settings["build_reference"] = _reference_builder()
+    run_evaluators(run_dirs, [s for s in suite.split(",") if s], settings)
+
+
+def _reference_builder():
+    def build(manifest: dict, runs_dir: Path):
+        from bench.config import RunConfig
+        from bench.run import run_pipeline
+
+        cfg = RunConfig(**{**manifest["config"], "method": "adpa", "method_settings": {}, "run_name": None,
+                           "runs_dir": str(runs_dir), "eval_suite": (), "resume": False})
+        return run_pipeline(cfg).path
+
+    return build
+
+
+def main():
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        app()
+    except BenchError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun with --resume to continue", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

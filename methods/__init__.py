@@ -1,0 +1,1 @@
+"""Built-in method plugins, one file each. Registered through the `bench.methods` entry points in pyproject.toml."""

@@ -1,0 +1,212 @@
+"""ADPA, advantage-guided distillation for preference alignment (Gao et al. 2025, "Advantage-Guided Distillation
+for Preference Alignment in Small Language Models", ICLR 2025, eq. 10):
+
+    L = SFT(y_w) − γ · mean_t Σ_{a ∈ K_t} π_θ(a | ŝ_t) · A_t(a)
+
+    A_t(a) = log π_dpo(a | ŝ_t) − log π_ref(a | ŝ_t),   K_t = the DPO teacher's cached top-k at ŝ_t.
+
+ŝ_t are the states of stored rollouts ŷ: one greedy generation of the SFT student per training prompt (side
+"gen:sft_student"); the mean runs over all rollout tokens of the batch, SFT(y_w) is the token-mean NLL of the
+chosen responses. π_θ(a|ŝ_t) is the student's full-softmax probability. Tokens outside K_t contribute nothing.
+
+Reference log-probs come from the reference teacher's own cached top-k R_t (signal ref_teacher.topk):
+  - a ∈ K_t ∩ R_t: its cached log π_ref(a);
+  - a ∈ K_t \\ R_t: the log of π_ref's smallest top-k probability, min_{b∈R_t} log π_ref(b)   (paper; fill="ref_min");
+  - a ∈ R_t \\ K_t: dropped.
+γ = 1.6 (the authors' 1B recipe; the paper sweeps 0.5–5 with a peak near 3).
+
+Authors' released code, offered as options (the paper form is the default):
+  - fill="dpo_min": a missing reference log-prob is filled with π_dpo's smallest top-k log-prob
+    (the code also floors both probabilities at 1e-7; not reproduced: cached log-probs are float16 anyway);
+  - clamp=True: A_t clamped to [1e-8, 1 − 1e-8] (silences every negative advantage; caps positive ones at ~1).
+
+Variants (setting `variant`; the ablations of the paper):
+  - "adpa":      the loss above;
+  - "no_ref":    w/o reference teacher: SFT − γ·mean_t Σ_{a∈K_t} π_θ(a|ŝ_t)·log π_dpo(a|ŝ_t) (fill/clamp do not
+                 apply). Every term is ≤ 0, so on its own it pushes mass out of K_t; only SFT counteracts it;
+  - "q_argmax":  SFT + w_q · mean_t CE(onehot(a*_t), π_θ(·|ŝ_t)) = SFT − w_q·mean_t log π_θ(a*_t|ŝ_t),
+                 a*_t = argmax_{a∈K_t} A_t(a) (ties: the first in K_t's order, i.e. the larger π_dpo);
+  - "q_softmax": SFT + w_q · mean_t KL(p_A,t || π_θ(·|ŝ_t)), p_A,t = softmax over K_t of A_t (temperature 1,
+                 zero outside K_t). Because p_A,t has no mass outside K_t this is the exact full-vocabulary KL:
+                 Σ_{a∈K_t} p_A,t(a) [log p_A,t(a) − log π_θ(a|ŝ_t)] with π_θ the full softmax (not renormalised
+                 on K_t, so it also pulls π_θ's mass into K_t).
+  METHODS.md writes the two Q variants without a weight: w_q = `q_weight` = 1; γ weights only "adpa"/"no_ref".
+State source (setting `state_source`): "student" (gen:sft_student, default), "chosen", "rejected" (ŷ = y_w or y_l)
+or "teacher" (gen:dpo_teacher). With "chosen" one policy pass on the chosen side serves both terms.
+Fill, clamp and the variant act on A_t in this order: advantage (with fill) → clamp → variant.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bench.errors import BenchError
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.tensors import Packed
+
+CLAMP_LO, CLAMP_HI = 1e-8, 1.0 - 1e-8
+VARIANTS = ("adpa", "no_ref", "q_argmax", "q_softmax")
+STATE_SOURCES = ("student", "chosen", "rejected", "teacher")
+DEFAULT_GAMMA = 1.6
+DEFAULT_Q_WEIGHT = 1.0
+
+
+# ---------------------------------------------------------------- pure tensor math
+
+
+def fill_reference(dpo_ids: torch.Tensor, dpo_logps: torch.Tensor, ref_ids: torch.Tensor, ref_logps: torch.Tensor,
+                   fill: str = "ref_min") -> torch.Tensor:
+    """log π_ref at each of the DPO teacher's top-k ids [N, k], from the reference's own top-k [N, k'].
+
+    Ids found in the reference's top-k take its cached log-prob; missing ids take the row's smallest reference
+    top-k log-prob (fill="ref_min", paper) or the row's smallest DPO top-k log-prob (fill="dpo_min", authors' code).
+    Ids only in the reference's top-k are dropped (the result is indexed like dpo_ids).
+    """
+    ref_logps = ref_logps.to(dpo_logps.dtype)
+    match = dpo_ids.long()[:, :, None] == ref_ids.long()[:, None, :]  # [N, k, k']
+    at = torch.where(match, ref_logps[:, None, :], torch.full_like(ref_logps[:, None, :], float("-inf"))).amax(-1)
+    if fill == "ref_min":
+        floor = ref_logps.amin(-1, keepdim=True)
+    elif fill == "dpo_min":
+        floor = dpo_logps.amin(-1, keepdim=True)
+    else:
+        raise ValueError(f"unknown fill rule {fill!r}")
+    return torch.where(match.any(-1), at, floor.expand_as(at))
+
+
+def advantages(dpo_ids, dpo_logps, ref_ids=None, ref_logps=None, fill: str = "ref_min",
+               clamp: bool = False) -> torch.Tensor:
+    """A_t(a) = log π_dpo(a) − log π_ref(a) on the DPO teacher's top-k [N, k] (see `fill_reference`); with no
+    reference (ref_ids None) A_t(a) = log π_dpo(a) (the "w/o reference teacher" ablation). clamp=True clamps to
+    [1e-8, 1 − 1e-8] as the authors' code does."""
+    adv = dpo_logps if ref_ids is None else dpo_logps - fill_reference(dpo_ids, dpo_logps, ref_ids, ref_logps, fill)
+    return adv.clamp(CLAMP_LO, CLAMP_HI) if clamp else adv
+
+
+def student_logps_at(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log π_θ(a|s) (full softmax) at ids [N, k]."""
+    return logits.gather(-1, ids.long()) - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+
+def expected_advantage(logits: torch.Tensor, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Per state: Σ_{a∈K} π_θ(a|s)·A(a) [N]."""
+    return (student_logps_at(logits, ids).exp() * adv.to(logits.dtype)).sum(-1)
+
+
+def q_argmax_ce(logits: torch.Tensor, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Per state: −log π_θ(a*|s), a* = argmax_{a∈K} A(a) (first on ties) [N]."""
+    best = adv.argmax(-1, keepdim=True)
+    return -student_logps_at(logits, ids.long().gather(-1, best)).squeeze(-1)
+
+
+def q_softmax_kl(logits: torch.Tensor, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Per state: KL(softmax_K(A) || π_θ) = Σ_{a∈K} p_A(a)(log p_A(a) − log π_θ(a)), π_θ the full softmax [N]."""
+    logp = torch.log_softmax(adv.to(logits.dtype), dim=-1)
+    return (logp.exp() * (logp - student_logps_at(logits, ids))).sum(-1)
+
+
+def sft_nll(packed: Packed) -> torch.Tensor:
+    return -packed.token_logps().mean()
+
+
+def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
+              ref_topk: dict[str, torch.Tensor] | None = None, gamma: float = DEFAULT_GAMMA, variant: str = "adpa",
+              fill: str = "ref_min", clamp: bool = False,
+              q_weight: float = DEFAULT_Q_WEIGHT) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The ADPA loss (or one of its variants); `states` is the Packed of the rollout side (may be `chosen`).
+    Returns (loss, parts)."""
+    ids, dpo_logps = dpo_topk["topk_ids"], dpo_topk["topk_logps"].to(states.logits.dtype)
+    if variant == "no_ref":
+        adv = advantages(ids, dpo_logps)
+    else:
+        if ref_topk is None:
+            raise ValueError(f"variant {variant!r} needs the reference teacher's top-k")
+        adv = advantages(ids, dpo_logps, ref_topk["topk_ids"], ref_topk["topk_logps"], fill, clamp)
+    nll = sft_nll(chosen)
+    parts = {"nll": nll, "adv_mean": adv.detach().mean()}
+    if variant in ("adpa", "no_ref"):
+        term = expected_advantage(states.logits, ids, adv).mean()
+        parts["expected_adv"] = term
+        loss = nll - gamma * term
+    elif variant == "q_argmax":
+        term = q_argmax_ce(states.logits, ids, adv).mean()
+        parts["q_ce"] = term
+        loss = nll + q_weight * term
+    elif variant == "q_softmax":
+        term = q_softmax_kl(states.logits, ids, adv).mean()
+        parts["q_kl"] = term
+        loss = nll + q_weight * term
+    else:
+        raise ValueError(f"unknown ADPA variant {variant!r}")
+    return loss, parts
+
+
+# ---------------------------------------------------------------- plugin
+
+
+@dataclass
+class ADPAConfig(MethodConfig):
+    gamma: float = setting(DEFAULT_GAMMA, "authors' 1B recipe (paper sweeps 0.5–5, peak ≈3; METHODS.md)",
+                           "weight γ of the advantage term (variants adpa, no_ref)", min=0.0)
+    variant: str = setting("adpa", "paper eq. 10; others = the paper's ablations (METHODS.md)",
+                           "adpa | no_ref (w/o reference teacher) | q_argmax | q_softmax", choices=VARIANTS)
+    state_source: str = setting("student", "paper: SFT-student rollouts; others = state-source ablation",
+                                "where the states ŝ come from: student rollouts, chosen, rejected, or teacher "
+                                "generations", choices=STATE_SOURCES)
+    fill: str = setting("ref_min", "paper; 'dpo_min' = authors' code",
+                        "log-prob for DPO top-k tokens missing from π_ref's top-k: π_ref's or π_dpo's smallest "
+                        "top-k log-prob", choices=("ref_min", "dpo_min"))
+    clamp: bool = setting(False, "paper: no clamp; True = authors' code",
+                          "clamp advantages to [1e-8, 1-1e-8] (drops every negative advantage)")
+    q_weight: float = setting(DEFAULT_Q_WEIGHT, "METHODS.md writes SFT + CE / SFT + KL (weight 1)",
+                              "weight of the CE/KL term of the q_argmax / q_softmax variants", min=0.0)
+
+    def validate(self) -> None:
+        super().validate()
+        unused = []
+        if self.variant == "no_ref":
+            unused += [f"fill={self.fill!r}"] if self.fill != "ref_min" else []
+            unused += ["clamp=True"] if self.clamp else []
+        if self.variant in ("q_argmax", "q_softmax") and self.gamma != DEFAULT_GAMMA:
+            unused.append(f"gamma={self.gamma}")
+        if self.variant in ("adpa", "no_ref") and self.q_weight != DEFAULT_Q_WEIGHT:
+            unused.append(f"q_weight={self.q_weight}")
+        if unused:
+            raise BenchError(f"adpa: {', '.join(unused)} has no effect with variant={self.variant!r}; drop it "
+                             "(fill/clamp act on the reference advantage, gamma weights adpa/no_ref, q_weight the "
+                             "q_* variants)")
+
+
+class ADPA(Method):
+    """ADPA: SFT on chosen plus the DPO/reference teachers' advantage, weighted by the student's probabilities."""
+
+    name = "adpa"
+    display_name = "ADPA"
+    citation = "Gao et al. 2025 (ADPA paper, ICLR 2025), eq. 10"
+    config_cls = ADPAConfig
+    #: side of the rollouts used when state_source == "student"
+    student_rollouts = "gen:sft_student"
+
+    def state_side(self, cfg) -> str:
+        return {"student": self.student_rollouts, "chosen": "chosen", "rejected": "rejected",
+                "teacher": "gen:dpo_teacher"}[cfg.state_source]
+
+    def sides(self, cfg):
+        state = self.state_side(cfg)
+        return ("chosen",) if state == "chosen" else ("chosen", state)
+
+    def signals(self, cfg):
+        state = self.state_side(cfg)
+        specs = [SignalSpec("dpo_teacher", state, "topk")]
+        if cfg.variant != "no_ref":
+            specs.append(SignalSpec("ref_teacher", state, "topk"))
+        return specs
+
+    def loss(self, batch: LossBatch, cfg):
+        state = self.state_side(cfg)
+        ref = None if cfg.variant == "no_ref" else batch.signal("ref_teacher", "topk", state)
+        loss, parts = adpa_loss(batch.policy["chosen"], batch.policy[state], batch.signal("dpo_teacher", "topk", state),
+                                ref, cfg.gamma, cfg.variant, cfg.fill, cfg.clamp, cfg.q_weight)
+        return loss, {k: v.item() for k, v in parts.items()}

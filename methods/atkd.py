@@ -1,0 +1,123 @@
+"""ATKD, adaptive teaching KD (Zhong, Ding, Shen, Liu, Du & Tao 2024, "Revisiting Knowledge Distillation for
+Autoregressive Language Models", ACL 2024, §3; authors' code github.com/WHU-ZQH/ATKD, distill/distill_trainer.py,
+`DistillTrainer.atkd` / `get_tckd_nckd`).
+
+Forward KD at a token decomposes (the DKD identity, Zhao et al. 2022) as
+    KL(p_T || q_θ) = TCKD + (1 − p_T(g))·NCKD,
+    TCKD = KL([p_T(g), 1−p_T(g)] || [q_θ(g), 1−q_θ(g)])          target-oriented (binary gold vs not-gold)
+    NCKD = KL(p̂_T || q̂_θ), p̂ = p restricted to v ≠ g, renormalised   diversity-oriented
+with g = y_t the gold token. Teacher uncertainty u_t = 1 − p_T(y_t). Tokens with u_t below the batch median are
+"easy", the rest "hard"; easy tokens get NCKD only, hard tokens TCKD + NCKD, and NCKD is NOT weighted by
+(1 − p_T(g)) (that weight is what suppresses diversity learning on easy tokens):
+    loss = λ·mean_easy NCKD + (1−λ)·mean_hard (TCKD + NCKD) + sft_weight·SFT(y_w),   λ = 0.2.
+
+Verified against the authors' released code (not the paper PDF, which was not reachable): uncertainty = teacher
+non-gold mass `pnt_tea`; split `easy = u < median(u)` over the batch's response tokens (torch lower median);
+easy_loss = NCKD, hard_loss = TCKD + NCKD, `alpha*easy + (1-alpha)*hard` with alpha = 0.2 (its default); each part
+a token mean over its own subset; `use_pnt=False` (no (1−p_T(g)) weight). That matches METHODS.md's description.
+Differences: (1) the authors' ATKD loss has no SFT term — METHODS.md adds SFT(y_w) (`sft_weight=1`);
+`sft_weight=0` reproduces the code. (2) The authors use full teacher logits; here the teacher is the cached
+top-k signal plus its exact gold-token log-prob (a `logps` signal), so TCKD is exact and NCKD is computed over
+bins {top-k ids ∖ g} ∪ {rest}, renormalised (exact when k = V−1; tested against dense full-vocabulary math).
+The paper's "reverse" setting (student uncertainty, swapped roles) is not offered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.tensors import Packed
+from methods.sft import sft_loss
+
+
+def atkd_token_parts(logits: torch.Tensor, labels: torch.Tensor, topk_ids: torch.Tensor, topk_logps: torch.Tensor,
+                     tail: torch.Tensor, gold_logp_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row (TCKD [N], NCKD [N], teacher uncertainty u = 1 − p_T(gold) [N]).
+
+    Bins: the gold token; the teacher's top-k ids other than gold; the rest of the vocabulary. Teacher masses come
+    from the top-k signal, the teacher's exact gold log-prob and the tail (rest = tail − p_T(gold) when gold is not
+    in the top-k); student masses are exact from its full logits.
+    """
+    dt = logits.dtype
+    V = logits.shape[-1]
+    neg = torch.finfo(dt).min / 2  # finite "minus infinity": keeps empty-set logsumexps differentiable
+    ids = topk_ids.long()
+    lab = labels.long()[:, None]
+    lse = torch.logsumexp(logits, dim=-1)
+    # student
+    logq_g = logits.gather(-1, lab).squeeze(-1) - lse
+    in_top = ids == lab  # [N, k]
+    gold_in_top = in_top.any(-1)
+    logq_ng_bins = logits.gather(-1, ids) - lse[:, None]
+    logq_not_g = torch.logsumexp(logits.scatter(-1, lab, neg), dim=-1) - lse  # log(1 − q_g)
+    rest_logits = logits.scatter(-1, ids, neg).scatter(-1, lab, neg)
+    logq_rest = torch.logsumexp(rest_logits, dim=-1) - lse
+    has_rest = (ids.shape[-1] + (~gold_in_top).long()) < V
+    # teacher (constants)
+    with torch.no_grad():
+        p_g = gold_logp_t.to(dt).exp().clamp(0.0, 1.0)
+        p_top = topk_logps.to(dt).exp().masked_fill(in_top, 0.0)
+        p_rest = (tail.to(dt) - torch.where(gold_in_top, torch.zeros_like(p_g), p_g)).clamp(min=0.0)
+        p_rest = torch.where(has_rest, p_rest, torch.zeros_like(p_rest))
+        p_not_g = (1.0 - p_g).clamp(min=0.0)
+        z = (p_top.sum(-1) + p_rest).clamp(min=torch.finfo(dt).tiny)
+        ph_top, ph_rest = p_top / z[:, None], p_rest / z
+    # TCKD: binary KL
+    tckd = (torch.xlogy(p_g, p_g) - p_g * logq_g) + (torch.xlogy(p_not_g, p_not_g) - p_not_g * logq_not_g)
+    # NCKD: KL over the renormalised non-gold bins; the student's bins are renormalised by 1 − q_g
+    logqh_top = torch.where(in_top, torch.zeros_like(logq_ng_bins), logq_ng_bins - logq_not_g[:, None])
+    logqh_rest = torch.where(has_rest, logq_rest - logq_not_g, torch.zeros_like(logq_rest))
+    nckd = (torch.xlogy(ph_top, ph_top) - ph_top * logqh_top).sum(-1) + \
+        torch.where(has_rest, torch.xlogy(ph_rest, ph_rest) - ph_rest * logqh_rest, torch.zeros_like(logq_rest))
+    return tckd, nckd, (1.0 - p_g)
+
+
+def atkd_split(u: torch.Tensor) -> torch.Tensor:
+    """Easy-token mask: teacher uncertainty strictly below the batch median (authors' code: `pnt_tea < median`)."""
+    return u < u.median()
+
+
+def atkd_kd_loss(tckd: torch.Tensor, nckd: torch.Tensor, easy: torch.Tensor, lam: float) -> torch.Tensor:
+    """λ·mean_easy(NCKD) + (1−λ)·mean_hard(TCKD + NCKD); an empty subset contributes 0."""
+    hard = ~easy
+    zero = nckd.new_zeros(())
+    l_easy = nckd[easy].mean() if easy.any() else zero
+    l_hard = (tckd + nckd)[hard].mean() if hard.any() else zero
+    return lam * l_easy + (1.0 - lam) * l_hard
+
+
+@dataclass
+class ATKDConfig(MethodConfig):
+    lam: float = setting(0.2, "METHODS.md; authors' code default alpha=0.2", "weight λ of the easy-token loss "
+                         "(1−λ on hard tokens)", min=0.0, max=1.0)
+    sft_weight: float = setting(1.0, "METHODS.md (+SFT); authors' code has none (0)", "weight of SFT(y_w)", min=0.0)
+    teacher: str = setting("dpo_teacher", "our choice (as VanillaKD: π_dpo; option π_ref)", "teacher model",
+                           choices=("dpo_teacher", "ref_teacher"))
+
+
+class ATKD(Method):
+    """Adaptive teaching KD: diversity-only KD on easy tokens, target + diversity KD on hard tokens."""
+
+    name = "atkd"
+    display_name = "ATKD"
+    citation = "Zhong et al. 2024, Revisiting Knowledge Distillation for Autoregressive Language Models (ACL)"
+    config_cls = ATKDConfig
+
+    def sides(self, cfg):
+        return ("chosen",)
+
+    def signals(self, cfg):
+        return [SignalSpec(cfg.teacher, "chosen", "topk"), SignalSpec(cfg.teacher, "chosen", "logps")]
+
+    def loss(self, batch: LossBatch, cfg):
+        p: Packed = batch.policy["chosen"]
+        topk = batch.signal(cfg.teacher, "topk", "chosen")
+        gold = batch.signal(cfg.teacher, "logps", "chosen")["logps"]
+        tckd, nckd, u = atkd_token_parts(p.logits, p.labels, topk["topk_ids"], topk["topk_logps"], topk["tail"], gold)
+        easy = atkd_split(u)
+        kd = atkd_kd_loss(tckd, nckd, easy, cfg.lam)
+        sft = sft_loss(p)
+        return sft * cfg.sft_weight + kd, {"nll": sft.item(), "kd": kd.item(), "tckd": tckd.mean().item(),
+                                           "nckd": nckd.mean().item(), "easy_frac": easy.float().mean().item()}

@@ -15,6 +15,7 @@ generation for the example's prompt (e.g. "gen:sft_student" = student rollouts, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -53,6 +54,8 @@ class MethodConfig:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             v, meta = getattr(self, f.name), f.metadata
+            if isinstance(v, float) and not math.isfinite(v):
+                raise BenchError(f"{f.name}={v} is invalid; it must be a finite number")
             if meta.get("choices") and v not in meta["choices"]:
                 raise BenchError(f"{f.name}={v!r} is invalid; choose one of {', '.join(map(str, meta['choices']))}")
             if meta.get("min") is not None and v < meta["min"]:

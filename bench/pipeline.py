@@ -134,6 +134,14 @@ class Pipeline:
                                lambda tmp: self._train_dependency_run(role[4:], tmp))
         raise BenchError(f"unknown model role '{role}'")
 
+    def built_path(self, role: str) -> str | None:
+        """The role's model directory if it is already built (never trains)."""
+        sc = self.preset.get(role, {})
+        if sc.get("path"):
+            return str(sc["path"])
+        path = stage_path(role, self.model_key(role))
+        return str(path) if (path / "stage.json").exists() else None
+
     def load(self, role: str):
         if role in ("teacher_base", "student_base"):
             return load_model(self.teacher if role == "teacher_base" else self.cfg.student)

@@ -19,7 +19,7 @@ from bench.generate import decode, make_generator
 from bench.paths import REPO_ROOT
 from bench.progress import console
 from bench.rundir import RunDir, atomic_write_json, write_jsonl
-from bench.stages import content_key
+from bench.stages import build_stage, content_key
 
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "safetensors", "prefdistill-bench", "lm_eval",
             "alpaca_eval", "fschat", "openai")
@@ -84,6 +84,9 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir) -> None:
     shutil.rmtree(run.checkpoint_path, ignore_errors=True)
     tmp_ckpt.rename(run.checkpoint_path)
     shutil.rmtree(run.path / "work", ignore_errors=True)
+    if not cfg.method_settings:  # a default-settings run can serve as `run:<method>` (e.g. ADPA+'s DCKD init)
+        build_stage("student_run", pipe.model_key(f"run:{cfg.method}"),
+                    lambda tmp: (shutil.copytree(run.checkpoint_path, tmp, dirs_exist_ok=True), {"from_run": str(run.path)})[1])
 
     t0 = time.perf_counter()
     from bench.models import load_model
@@ -122,5 +125,5 @@ def manifest(pipe, cfg: RunConfig, mcfg, run: RunDir, result) -> dict:
         "git_commit": git_commit(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "truncation": pipe.enc.stats.to_dict(), "timings": {k: round(v, 2) for k, v in pipe.timings.items()},
         "selected_step": next((e["step"] for e in result.evals if e.get("selected")), result.steps),
-        "student_path": str(run.checkpoint_path.resolve()), "teacher_path": str(pipe.model_dir("dpo_teacher")),
+        "student_path": str(run.checkpoint_path.resolve()), "teacher_path": pipe.built_path("dpo_teacher"),
     }

@@ -46,22 +46,26 @@ def student_bins(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor,
     logq = logits.gather(-1, ids.long()) - lse
     rest = logits.scatter(-1, ids.long(), float("-inf"))
     logq_tail = (torch.logsumexp(rest, dim=-1, keepdim=True) - lse).squeeze(-1)
-    return logq, logq_tail
+    # k == V leaves no tail: keep its log finite so 0·log(0) terms stay 0 (exp() is still exactly 0)
+    return logq, logq_tail.clamp(min=torch.finfo(logq_tail.dtype).min)
 
 
-def teacher_bins(topk_logps: torch.Tensor, tail: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher log-probs of the k bins and the tail bin (tail clamped at eps so its log is finite)."""
-    return topk_logps.float(), torch.log(tail.float().clamp(min=eps))
+def teacher_bins(topk_logps: torch.Tensor, tail: torch.Tensor, eps: float = 1e-12,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher log-probs of the k bins and the tail bin (tail clamped at eps so its log is finite), in `dtype`
+    (at least float32: cached log-probs are float16)."""
+    if dtype not in (torch.float32, torch.float64):
+        dtype = torch.float32
+    return topk_logps.to(dtype), torch.log(tail.to(dtype).clamp(min=eps))
 
 
 def sparse_kl(logits, topk_ids, topk_logps, tail, reverse: bool = False) -> torch.Tensor:
     """KL over k+1 bins (teacher top-k + tail) per row. Forward: KL(p_T || q_θ); reverse: KL(q_θ || p_T)."""
     logq, logq_tail = student_bins(logits, topk_ids)
-    logp, logp_tail = teacher_bins(topk_logps, tail)
-    logp, logq = logp.to(logq.dtype), logq
-    logp_tail = logp_tail.to(logq.dtype)
+    logp, logp_tail = teacher_bins(topk_logps, tail, dtype=logq.dtype)
+    logp, logp_tail = logp.to(logq.dtype), logp_tail.to(logq.dtype)
     if reverse:
         q, q_tail = logq.exp(), logq_tail.exp()
         return (q * (logq - logp)).sum(-1) + q_tail * (logq_tail - logp_tail)
-    p, p_tail = logp.exp(), tail.to(logq.dtype).clamp(min=0)
+    p, p_tail = logp.exp(), tail.to(logp.dtype).clamp(min=0)
     return (p * (logp - logq)).sum(-1) + torch.xlogy(p_tail, p_tail) - p_tail * logq_tail

@@ -37,10 +37,10 @@ Fill, clamp and the variant act on A_t in this order: advantage (with fill) → 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from bench.errors import BenchError
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
@@ -90,21 +90,28 @@ def student_logps_at(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return logits.gather(-1, ids.long()) - torch.logsumexp(logits, dim=-1, keepdim=True)
 
 
+def _work_dtype(logits: torch.Tensor) -> torch.dtype:
+    """float32 at least for the [N, k] math (the teacher signals are float16/float32 in the cache)."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
 def expected_advantage(logits: torch.Tensor, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per state: Σ_{a∈K} π_θ(a|s)·A(a) [N]."""
-    return (student_logps_at(logits, ids).exp() * adv.to(logits.dtype)).sum(-1)
+    dt = _work_dtype(logits)
+    return (student_logps_at(logits, ids).to(dt).exp() * adv.to(dt)).sum(-1)
 
 
 def q_argmax_ce(logits: torch.Tensor, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per state: −log π_θ(a*|s), a* = argmax_{a∈K} A(a) (first on ties) [N]."""
     best = adv.argmax(-1, keepdim=True)
-    return -student_logps_at(logits, ids.long().gather(-1, best)).squeeze(-1)
+    return -student_logps_at(logits, ids.long().gather(-1, best)).squeeze(-1).to(_work_dtype(logits))
 
 
 def q_softmax_kl(logits: torch.Tensor, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per state: KL(softmax_K(A) || π_θ) = Σ_{a∈K} p_A(a)(log p_A(a) − log π_θ(a)), π_θ the full softmax [N]."""
-    logp = torch.log_softmax(adv.to(logits.dtype), dim=-1)
-    return (logp.exp() * (logp - student_logps_at(logits, ids))).sum(-1)
+    dt = _work_dtype(logits)
+    logp = torch.log_softmax(adv.to(dt), dim=-1)
+    return (logp.exp() * (logp - student_logps_at(logits, ids).to(dt))).sum(-1)
 
 
 def sft_nll(packed: Packed) -> torch.Tensor:
@@ -117,7 +124,7 @@ def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
               q_weight: float = DEFAULT_Q_WEIGHT) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The ADPA loss (or one of its variants); `states` is the Packed of the rollout side (may be `chosen`).
     Returns (loss, parts)."""
-    ids, dpo_logps = dpo_topk["topk_ids"], dpo_topk["topk_logps"].to(states.logits.dtype)
+    ids, dpo_logps = dpo_topk["topk_ids"], dpo_topk["topk_logps"].to(_work_dtype(states.logits))
     if variant == "no_ref":
         adv = advantages(ids, dpo_logps)
     else:
@@ -165,6 +172,9 @@ class ADPAConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
+        for key in ("gamma", "q_weight"):
+            if not math.isfinite(getattr(self, key)):
+                raise BenchError(f"adpa: {key}={getattr(self, key)} is invalid; it must be a finite number")
         unused = []
         if self.variant == "no_ref":
             unused += [f"fill={self.fill!r}"] if self.fill != "ref_min" else []

@@ -19,6 +19,7 @@ stay at its default; it is not read).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,8 @@ class DCKDConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
+        if not math.isfinite(self.alpha):
+            raise BenchError(f"dckd: alpha={self.alpha} is invalid; it must be a finite number")
         if self.recipe == "authors" and self.alpha != DEFAULT_ALPHA:
             raise BenchError(f"dckd: recipe='authors' fixes both KL weights at {AUTHORS_KL_WEIGHT}; alpha={self.alpha} "
                              "would be ignored (drop alpha or use recipe='paper')")

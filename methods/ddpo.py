@@ -1,6 +1,6 @@
 """DDPO, reward-model distillation (Fisch et al. 2024, "Robust Preference Optimization through Reward Model
-Distillation", §3, the squared-loss distillation objective): regress the student's implicit reward margin onto a
-teacher reward margin,
+Distillation", the squared-loss reward-distillation objective): regress the student's implicit reward margin
+onto a teacher reward margin,
 
     loss = (β[(log π_θ/π_sref)(y_w) − (log π_θ/π_sref)(y_l)] − [r_T(y_w) − r_T(y_l)])²,
     r_T(y) = β_T·log(π_dpo(y|x)/π_ref(y|x))   (the DPO teacher's implicit reward).

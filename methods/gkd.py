@@ -45,7 +45,7 @@ def generalized_jsd_bins(logq: torch.Tensor, logp: torch.Tensor, p: torch.Tensor
     q = logq.exp()
     logm = torch.logsumexp(torch.stack([logq + math.log1p(-beta), logp + math.log(beta)]), dim=0)
     kl_pm = (torch.xlogy(p, p) - p * logm).sum(-1)
-    kl_qm = (q * (logq - logm)).sum(-1)
+    kl_qm = torch.where(q > 0, q * (logq - logm), torch.zeros_like(q)).sum(-1)  # empty student tail (k = V) → 0
     return beta * kl_pm + (1.0 - beta) * kl_qm
 
 

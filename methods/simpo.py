@@ -1,5 +1,5 @@
 """SimPO (Meng, Xia & Chen 2024, "SimPO: Simple Preference Optimization with a Reference-Free Reward",
-NeurIPS 2024, eq. 6): −log σ((β/|y_w|)·log π_θ(y_w|x) − (β/|y_l|)·log π_θ(y_l|x) − γ).
+NeurIPS 2024): −log σ((β/|y_w|)·log π_θ(y_w|x) − (β/|y_l|)·log π_θ(y_l|x) − γ).
 
 Reference-free: the implicit reward is the length-normalised (token-mean) log-likelihood scaled by β, and γ is a
 target reward margin. No SFT term (TRL's CPOTrainer with loss_type="simpo", cpo_alpha=0, label_smoothing=0 is
@@ -28,7 +28,7 @@ def simpo_loss(avg_w: torch.Tensor, avg_l: torch.Tensor, beta: float, gamma: flo
 
 @dataclass
 class SimPOConfig(MethodConfig):
-    beta: float = setting(2.0, "METHODS.md (Meng et al. 2024 use β∈[2, 10])", "reward scale β", min=0.0)
+    beta: float = setting(2.0, "METHODS.md (Meng et al. 2024)", "reward scale β", min=0.0)
     gamma: float = setting(1.0, "METHODS.md (Meng et al. 2024)", "target reward margin γ", min=0.0)
 
 

@@ -1,4 +1,4 @@
-"""TDPO (Zeng et al. 2024, "Token-level Direct Preference Optimization", ICML 2024, eqs. 17–19; TDPO2 by default).
+"""TDPO (Zeng et al. 2024, "Token-level Direct Preference Optimization", ICML 2024; TDPO2 by default).
 
     u = β[(log π_θ/π_sref)(y_w) − (log π_θ/π_sref)(y_l)]
     D(y) = Σ_t KL(π_sref(·|s_t) || π_θ(·|s_t))                  (sequential KL, full vocabulary)
@@ -8,8 +8,9 @@
 The per-token KL needs the frozen student reference's full next-token distributions, which no k-sparse cache can
 give, so this plugin runs the reference ONLINE (`reference()` returns "online"): `batch.ref[side]` holds π_sref's
 logits for the same rows as `batch.policy[side]`. The reference's sequence log-probs are taken from that same
-online pass, so TDPO declares no cached signal. Matches the authors' released `tdpo_loss` (α=0.5, β=0.1,
-`if_tdpo2=True`), which computes β·(margin − α(D_l − sg D_w)) — the same quantity.
+online pass, so TDPO declares no cached signal. Checked against public copies of the authors' released
+`tdpo_loss` (defaults α=0.5, `if_tdpo2=True`): logits = margin − α·(D_l − D_w.detach()), loss −logσ(β·logits),
+per-position KL Σ_v π_ref·(log π_ref − log π_θ) — the same quantity as above.
 """
 from __future__ import annotations
 

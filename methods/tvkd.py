@@ -62,20 +62,26 @@ def state_masks(vseg: torch.Tensor, vpos: torch.Tensor, seg: torch.Tensor, n_seq
     return vpos == 0, vpos == lengths[vseg.long()]
 
 
-def potential(values: dict[str, torch.Tensor], value_type: str, is_last: torch.Tensor) -> torch.Tensor:
-    """Φ at every state [N+B] for one value type (see the module docstring); 0 at s_{T+1} for action values."""
+def potential(values: dict[str, torch.Tensor], value_type: str, is_last: torch.Tensor,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Φ at every state [N+B] for one value type (see the module docstring), computed in `dtype` (at least the
+    cache's float32); 0 at s_{T+1} for the action-dependent types."""
+    dtype = torch.promote_types(dtype, values["v_soft"].dtype)
+
+    def v(key):
+        return values[key].to(dtype)
     if value_type == "soft":
-        return values["v_soft"]
+        return v("v_soft")
     if value_type == "max":
-        return values["v_max"] - values["v_lse"]
+        return v("v_max") - v("v_lse")
     if value_type == "expectation":
-        return values["v_expect"]
+        return v("v_expect")
     if value_type == "margin":
-        return values["v_margin"]
+        return v("v_margin")
     if value_type == "logit":
-        q = values["z_label"]
+        q = v("z_label")
     elif value_type == "logprob":
-        q = values["z_label"] - values["v_lse"]
+        q = v("z_label") - v("v_lse")
     else:
         raise ValueError(f"unknown value type {value_type!r}")
     return torch.where(is_last, torch.zeros_like(q), q)
@@ -94,7 +100,8 @@ def shaping(phi: torch.Tensor, vseg: torch.Tensor, vpos: torch.Tensor, seg: torc
 def sequence_rewards(pi_logps: torch.Tensor, ref_logps: torch.Tensor, psi: torch.Tensor, seg: torch.Tensor,
                      n_seq: int, alpha: float, beta: float) -> torch.Tensor:
     """Σ_t r_t per sequence, r_t = β(log π_θ − log π_sref)(y_t) − α ψ_t."""
-    r = beta * (pi_logps - ref_logps.to(pi_logps.dtype)) - alpha * psi.to(pi_logps.dtype)
+    dt = torch.promote_types(pi_logps.dtype, torch.float32)  # never round the cached float32 signals down
+    r = beta * (pi_logps.to(dt) - ref_logps.to(dt)) - alpha * psi.to(dt)
     return seg_sum(r, seg, n_seq)
 
 
@@ -107,7 +114,7 @@ def side_rewards(packed: Packed, ref_logps: torch.Tensor, values: dict[str, torc
                  gamma: float = 1.0, value_type: str = "soft") -> torch.Tensor:
     """Paper form: per-sequence Σ_t r_t of one side."""
     _, is_last = state_masks(values["vseg"], values["vpos"], packed.seg, packed.n_seq)
-    phi = potential(values, value_type, is_last).to(packed.logits.dtype)
+    phi = potential(values, value_type, is_last, packed.logits.dtype)
     psi = shaping(phi, values["vseg"], values["vpos"], packed.seg, packed.n_seq, gamma)
     return sequence_rewards(packed.token_logps(), ref_logps, psi, packed.seg, packed.n_seq, alpha, beta)
 
@@ -133,7 +140,8 @@ def next_in_sequence(x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
 def authors_side_rewards(packed: Packed, topk_ids: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
     """Authors' recipe: per-sequence Σ_t [log q_θ(b(y_t)|s_t) − γ·H_θ(s_{t+1})], H_θ(s_{T+1}) = 0."""
     label_logq, entropy = bin_logps_and_entropy(packed.logits, packed.labels, topk_ids)
-    r = label_logq - gamma * next_in_sequence(entropy, packed.seg)
+    dt = torch.promote_types(label_logq.dtype, torch.float32)
+    r = label_logq.to(dt) - gamma * next_in_sequence(entropy.to(dt), packed.seg)
     return seg_sum(r, packed.seg, packed.n_seq)
 
 

@@ -1,5 +1,5 @@
 """Vanilla word-level KD (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network"; token-level
-form for sequence models as in Kim & Rush 2016 eq. 5):
+("word-level") form for sequence models as in Kim & Rush 2016):
 
     loss = SFT(y_w) + α · mean_t sparseKL(π_T(·|s_t) || π_θ(·|s_t))   on the chosen responses y_w.
 

@@ -1,5 +1,6 @@
-"""WPO (Zhou et al. 2024, "WPO: Enhancing RLHF with Weighted Preference Optimization", EMNLP 2024, eq. 2 with
-the sampling-probability ("sampled alignment") normalisation of §3.2): the DPO loss of each pair times
+"""WPO (Zhou et al. 2024, "WPO: Enhancing RLHF with Weighted Preference Optimization", EMNLP 2024; the pair
+weight of its eq. 2 — as TRL cites it — with the sampling-probability ("sampled alignment") normalisation):
+the DPO loss of each pair times
 
     w = sg(min(1, exp(m_w + m_l))),   m(y) = mean_t [log π_θ(y_t|s_t) − log Σ_v π_θ(v|s_t)²].
 
@@ -44,7 +45,7 @@ def wpo_weights(m_w: torch.Tensor, m_l: torch.Tensor, clamp: bool = True) -> tor
 @dataclass
 class WPOConfig(MethodConfig):
     beta: float = setting(0.05, "METHODS.md (the DPO β of the seed papers)", "DPO inverse temperature β", min=0.0)
-    clamp_weight: bool = setting(True, "METHODS.md / WPO paper", "clamp the pair weight at 1 (False = TRL's "
+    clamp_weight: bool = setting(True, "METHODS.md", "clamp the pair weight at 1 (False = TRL's "
                                  "use_weighting, which does not clamp)")
 
 

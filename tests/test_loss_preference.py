@@ -19,6 +19,15 @@ from methods.wpo import WPO, log_sum_sq_probs, wpo_log_weight, wpo_weights
 D = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threading only adds contention (it made these tests 2x slower on a loaded box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ---------------------------------------------------------------- helpers (independent of the code under test)
 def packed(lengths, V, seed, scale=2.0, logits=None, labels=None):
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,77 @@
+"""Shared test setup: an isolated (or reused) bench cache, quiet and offline, plus a few lazy shared fixtures.
+
+The cache: `$BENCH_TEST_CACHE` if set, else `$BENCH_CACHE` if set (CI sets it), else one temp dir per session.
+Building the embedded tokenizer (GGUF conversion) costs ~30 s, so point one of those variables at a persistent
+directory to skip it on reruns. Nothing a test does writes to ~/.cache/prefdistill-bench.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Read at import time by huggingface_hub / tokenizers, so set them before any test module imports transformers.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["BENCH_PROGRESS"] = "0"
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+_QUIET_ENV = {"HF_HUB_OFFLINE": "1", "BENCH_PROGRESS": "0"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bench_cache(tmp_path_factory) -> Path:
+    """Directory used as `$BENCH_CACHE` for the whole session (see module docstring)."""
+    outer = os.environ.get("BENCH_TEST_CACHE") or os.environ.get("BENCH_CACHE")
+    root = Path(outer).expanduser() if outer else tmp_path_factory.mktemp("bench-cache")
+    root.mkdir(parents=True, exist_ok=True)
+    saved = {k: os.environ.get(k) for k in ("BENCH_CACHE", *_QUIET_ENV)}
+    os.environ["BENCH_CACHE"] = str(root)
+    os.environ.update(_QUIET_ENV)
+    yield root
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(bench_cache) -> dict[str, Path]:
+    """Local directories of the two tiny random test models (built once per cache; sharing the embedded tokenizer)."""
+    from bench.models import ensure_model_dir
+
+    return {name: Path(ensure_model_dir(name)) for name in ("tiny-random", "tiny-random-student")}
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_dirs):
+    """The embedded (SmolLM2) tokenizer as the tiny test models load it (chat template, pad set)."""
+    from bench.models import load_tokenizer
+
+    return load_tokenizer("tiny-random-student")
+
+
+def _tiny_run_config(runs_dir: Path, **kw):
+    from bench.config import RunConfig
+
+    return RunConfig(**{"method": "dpo", "student": "tiny-random-student", "preset": "tiny",
+                        "runs_dir": str(runs_dir), **kw})
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config():
+    """Factory `(runs_dir, **RunConfig fields) -> RunConfig` for the tiny pipeline: tiny-random-student taught by
+    tiny-random, `tiny` run preset, embedded data, method dpo unless given."""
+    return _tiny_run_config
+
+
+@pytest.fixture(scope="session")
+def tiny_dpo_run(tiny_dirs, tmp_path_factory):
+    """One complete DPO run of the tiny pipeline (run directory), shared by the tests that read a run."""
+    from bench.run import run_pipeline
+
+    runs = tmp_path_factory.mktemp("tiny-runs")
+    cfg = _tiny_run_config(runs)
+    return run_pipeline(cfg), cfg

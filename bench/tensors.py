@@ -41,13 +41,13 @@ def seg_mean(x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def student_bins(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Student log-probs at the teacher's top-k ids [N, k] and of the remaining mass [N] (exact, stable)."""
+    """Student log-probs at the teacher's top-k ids [N, k] and of the remaining mass [N] (exact, stable).
+    When the top-k covers the whole vocabulary the remaining mass is empty and its log is -inf."""
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)
     logq = logits.gather(-1, ids.long()) - lse
     rest = logits.scatter(-1, ids.long(), float("-inf"))
     logq_tail = (torch.logsumexp(rest, dim=-1, keepdim=True) - lse).squeeze(-1)
-    # k == V leaves no tail: keep its log finite so 0·log(0) terms stay 0 (exp() is still exactly 0)
-    return logq, logq_tail.clamp(min=torch.finfo(logq_tail.dtype).min)
+    return logq, logq_tail
 
 
 def teacher_bins(topk_logps: torch.Tensor, tail: torch.Tensor, eps: float = 1e-12,
@@ -60,12 +60,19 @@ def teacher_bins(topk_logps: torch.Tensor, tail: torch.Tensor, eps: float = 1e-1
 
 
 def sparse_kl(logits, topk_ids, topk_logps, tail, reverse: bool = False) -> torch.Tensor:
-    """KL over k+1 bins (teacher top-k + tail) per row. Forward: KL(p_T || q_θ); reverse: KL(q_θ || p_T)."""
+    """KL over k+1 bins (teacher top-k + tail) per row. Forward: KL(p_T || q_θ); reverse: KL(q_θ || p_T).
+    Rows whose top-k covers the vocabulary (k == V) have no tail bin: the teacher's tail there is only rounding
+    left-over, so the tail term is 0."""
     logq, logq_tail = student_bins(logits, topk_ids)
     logp, logp_tail = teacher_bins(topk_logps, tail, dtype=logq.dtype)
     logp, logp_tail = logp.to(logq.dtype), logp_tail.to(logq.dtype)
+    empty = torch.isneginf(logq_tail)
+    logq_tail = torch.where(empty, torch.zeros_like(logq_tail), logq_tail)  # finite, gradient-safe
+    zero = torch.zeros_like(logq_tail)
     if reverse:
-        q, q_tail = logq.exp(), logq_tail.exp()
-        return (q * (logq - logp)).sum(-1) + q_tail * (logq_tail - logp_tail)
+        q = logq.exp()
+        tail_term = logq_tail.exp() * (logq_tail - logp_tail)
+        return (q * (logq - logp)).sum(-1) + torch.where(empty, zero, tail_term)
     p, p_tail = logp.exp(), tail.to(logp.dtype).clamp(min=0)
-    return (p * (logp - logq)).sum(-1) + torch.xlogy(p_tail, p_tail) - p_tail * logq_tail
+    tail_term = torch.xlogy(p_tail, p_tail) - p_tail * logq_tail
+    return (p * (logp - logq)).sum(-1) + torch.where(empty, zero, tail_term)

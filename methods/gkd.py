@@ -59,6 +59,7 @@ def gkd_token_loss(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logps: tor
     if beta == 1.0:
         return sparse_kl(logits, topk_ids, topk_logps, tail, reverse=True)
     logq_k, logq_tail = student_bins(logits, topk_ids)
+    logq_tail = logq_tail.clamp(min=torch.finfo(dt).min)  # k = V: empty tail, keep it finite for the gradient
     logq = torch.cat([logq_k, logq_tail[:, None]], dim=-1)
     p_tail = tail.clamp(min=0.0)
     p = torch.cat([topk_logps.exp(), p_tail[:, None]], dim=-1)

@@ -1,5 +1,5 @@
 """PLaD (Zhang et al. 2024, "PLaD: Preference-based Large Language Model Distillation with Pseudo-Preference
-Pairs", Findings of ACL 2024, §3): a margin ("calibration") ranking loss on the student's length-normalised
+Pairs", Findings of ACL 2024): a margin ("calibration") ranking loss on the student's length-normalised
 sequence log-likelihood, plus SFT:
 
     loss = sft_weight·SFT(y+) + mean_pairs max(0, δ − ℓ̄_θ(y+) + ℓ̄_θ(y−)),   ℓ̄_θ(y) = log π_θ(y|x)/|y|.

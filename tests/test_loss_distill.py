@@ -99,9 +99,8 @@ def test_vanilla_kd_dense_equivalence_k_eq_V_minus_1():
     cfg = VanillaKD().make_config({"alpha": 0.3})
     loss, m = VanillaKD().loss(batch, cfg)
     want = -tok_logp(p).mean() + 0.3 * dense_kl(tl, p.logits).mean()
-    # 1e-7, not 1e-10: bench.tensors.teacher_bins casts the teacher log-probs to float32 even for float64 inputs
-    assert loss.item() == pytest.approx(want.item(), abs=1e-7)
-    assert m["kl"] == pytest.approx(dense_kl(tl, p.logits).mean().item(), abs=1e-7)
+    assert loss.item() == pytest.approx(want.item(), abs=1e-10)
+    assert m["kl"] == pytest.approx(dense_kl(tl, p.logits).mean().item(), abs=1e-10)
 
 
 def test_vanilla_kd_small_k_matches_hand_binning():
@@ -118,7 +117,7 @@ def test_vanilla_kd_small_k_matches_hand_binning():
         P = [pt[i, v].item() for v in top] + [sum(pt[i, v].item() for v in rest)]
         Q = [qs[i, v].item() for v in top] + [sum(qs[i, v].item() for v in rest)]
         total += sum(a * math.log(a / b) for a, b in zip(P, Q))
-    assert m["kl"] == pytest.approx(total / pt.shape[0], abs=1e-7)  # float32 rounding inside teacher_bins
+    assert m["kl"] == pytest.approx(total / pt.shape[0], abs=1e-10)
 
 
 def test_vanilla_kd_declarations_and_fp16_cache():

@@ -139,7 +139,8 @@ class Pipeline:
         sc = self.preset.get(role, {})
         if sc.get("path"):
             return str(sc["path"])
-        path = stage_path(role, self.model_key(role))
+        kind = "student_run" if role.startswith("run:") else role
+        path = stage_path(kind, self.model_key(role))
         return str(path) if (path / "stage.json").exists() else None
 
     def load(self, role: str):

@@ -109,6 +109,9 @@ def write_entry(final: Path, key: dict, fill, shard_size: int = 4096) -> Path:
     if (final / "manifest.json").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    from bench.stages import remove_stale_tmp
+
+    remove_stale_tmp(final)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

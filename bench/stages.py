@@ -31,6 +31,7 @@ def build_stage(kind: str, key: dict, build: Callable[[Path], dict | None]) -> P
     if is_done(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(final)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -44,6 +45,18 @@ def build_stage(kind: str, key: dict, build: Callable[[Path], dict | None]) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def remove_stale_tmp(final: Path) -> None:
+    """Delete temp dirs of `final` left by killed processes (their pid no longer runs)."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
 
 
 def token_hash(pairs) -> str:

@@ -27,7 +27,8 @@ function. Transport errors get the openai client's bounded retries with backoff 
 ``judge_timeout``), then a BenchError. Annotations are cached (alpaca_eval's own cache, written atomically) under
 ``<cache_dir>/judgments/alpacaeval/`` keyed by annotator and judge model, saved every ``alpaca_chunksize`` (16)
 instructions; a rerun resumes. Unparseable judge outputs are kept as missing annotations (alpaca_eval's policy),
-excluded from the win rate, counted in ``n_unparsed``, and reused on reruns. Note: the ``weighted_*`` configs need
+excluded from the win rate, counted in ``n_unparsed``, and reused on reruns (asked again when
+``judge_retry_unparsed`` is true). Note: the ``weighted_*`` configs need
 logprobs; a server without them (``transformers serve``) yields only unparsed annotations, which is an error.
 
 Reported: ``win_rate`` (= ``score``, percent, draws count half), ``standard_error``, counts, and
@@ -55,18 +56,45 @@ REFERENCE_METHOD = "adpa"
 
 
 def _alpaca_eval():
+    root = logging.getLogger()
+    level = root.level
     import alpaca_eval.constants as constants
     import alpaca_eval.main as main
     from alpaca_eval.annotators import PairwiseAnnotator
 
+    root.setLevel(level)  # alpaca_eval sets the root logger to INFO on import
     return main, constants, PairwiseAnnotator
+
+
+def _float_preferences(annotations):
+    import pandas as pd
+
+    df = pd.DataFrame(annotations) if not isinstance(annotations, pd.DataFrame) else annotations.copy()
+    if "preference" in df:
+        df["preference"] = pd.to_numeric(df["preference"], errors="coerce").astype(float)
+    return df
+
+
+def robust_winrate(annotations, **kwargs):
+    """alpaca_eval's ``get_winrate`` on float preferences (missing -> NaN): with pandas>=3 an all-missing object
+    column makes the original fail."""
+    from alpaca_eval.metrics import get_winrate
+
+    return get_winrate(_float_preferences(annotations), **kwargs)
 
 
 def _annotator_class():
     _, _, PairwiseAnnotator = _alpaca_eval()
 
     class AtomicPairwiseAnnotator(PairwiseAnnotator):
-        """alpaca_eval's PairwiseAnnotator whose annotation cache is written atomically (tmp file + rename)."""
+        """alpaca_eval's PairwiseAnnotator whose annotation cache is written atomically (tmp file + rename) and read
+        back with a float preference column (pandas>=3 refuses to put 1.5 into the int column read_json makes)."""
+
+        def load_(self, path=None):
+            super().load_(path)
+            if self.df_annotations is not None and self.annotation_key in self.df_annotations:
+                self.df_annotations = _float_preferences(self.df_annotations) if self.annotation_key == "preference" \
+                    else self.df_annotations
 
         def save(self, path=None):
             path = path or self.caching_path
@@ -338,7 +366,8 @@ class AlpacaEvalEvaluator(Evaluator):
         main, _, _ = _alpaca_eval()
         out_dir = run.path / "eval" / "alpacaeval"
         out_dir.mkdir(parents=True, exist_ok=True)
-        kwargs = {"caching_path": str(ann["caching_path"])}
+        kwargs = {"caching_path": str(ann["caching_path"]),
+                  "is_store_missing_annotations": not bool(settings.get("judge_retry_unparsed", False))}
         if ann["fn"] is not None:
             kwargs["fn_completions"] = ann["fn"]
         chunk = int_setting(settings, "alpaca_chunksize", 16, minimum=1)
@@ -346,7 +375,7 @@ class AlpacaEvalEvaluator(Evaluator):
             leaderboard, annotations = main.evaluate(
                 model_outputs=model_df, reference_outputs=ref_df, annotators_config=str(ann["config"]), name=name,
                 output_path=out_dir, precomputed_leaderboard=None, is_overwrite_leaderboard=True,
-                is_return_instead_of_print=True, fn_metric="get_winrate", sort_by="win_rate",
+                is_return_instead_of_print=True, fn_metric=robust_winrate, sort_by="win_rate",
                 is_cache_leaderboard=False, annotation_kwargs={"chunksize": chunk},
                 Annotator=_annotator_class(), **kwargs)
         except openai.OpenAIError as e:

@@ -13,7 +13,8 @@ What it adds over a bare client:
   judgment, appended and fsync'ed as soon as it is done (a crash loses at most the judgment in flight; a torn last line
   is ignored on load). The key is a hash of (judge model, messages, decoding parameters, protocol tag): it does not
   depend on ``base_url``, so the same judge behind another server reuses the judgments. Unparsed judgments are cached
-  too (a rerun reuses them; delete the file to ask again). A rerun after a failure resumes where it stopped.
+  too: a rerun reuses them, unless ``judge_retry_unparsed`` is true. A rerun after a failure resumes where it
+  stopped.
 * **The API key** is read from the environment variable named by ``judge_api_key_env`` (default ``OPENAI_API_KEY``)
   and is never written to a log, a cache, an error message or metrics. A local server (vLLM, ``transformers serve``)
   gets the placeholder key ``EMPTY`` when the variable is unset.
@@ -100,6 +101,7 @@ class JudgeConfig:
     workers: int = 4
     max_tokens: int = 2048
     temperature: float = 0.0
+    retry_unparsed: bool = False
 
     @classmethod
     def from_settings(cls, settings: dict, *, default_model: str, model_key: str | None = None,
@@ -122,6 +124,7 @@ class JudgeConfig:
             workers=_as_int(settings, "judge_workers", 4, minimum=1),
             max_tokens=_as_int(settings, "judge_max_tokens", default_max_tokens, minimum=1),
             temperature=_as_float(settings, "judge_temperature", 0.0),
+            retry_unparsed=bool(settings.get("judge_retry_unparsed", False)),
         )
 
     def api_key(self) -> str:
@@ -293,10 +296,15 @@ class JudgeClient:
             return text if isinstance(text, str) else ""
 
     # -- one judgment: cache, parse policy ----------------------------------------------------------------------
+    def _usable(self, hit: dict | None) -> dict | None:
+        if hit is not None and hit.get("parsed") is None and self.cfg.retry_unparsed:
+            return None
+        return hit
+
     def judge(self, request: JudgeRequest, parse: Callable[[str], Any]) -> dict:
         params = {"max_tokens": self.cfg.max_tokens, "temperature": self.cfg.temperature}
         key = request_key(self.cfg.model, request.messages, params, request.tag)
-        hit = self.cache.get(key)
+        hit = self._usable(self.cache.get(key))
         if hit is not None:
             return {**hit, "cached": True, "meta": request.meta}
         raws = []
@@ -322,7 +330,7 @@ class JudgeClient:
         todo = []
         for i, req in enumerate(requests):  # cache hits first, without threads
             params = {"max_tokens": self.cfg.max_tokens, "temperature": self.cfg.temperature}
-            hit = self.cache.get(request_key(self.cfg.model, req.messages, params, req.tag))
+            hit = self._usable(self.cache.get(request_key(self.cfg.model, req.messages, params, req.tag)))
             if hit is not None:
                 results[i] = {**hit, "cached": True, "meta": req.meta}
                 if progress:

@@ -40,10 +40,10 @@ class Pipeline:
 
         self.cfg = cfg
         self.preset = load_run_preset(cfg.preset, cfg.stage_overrides)
+        self.student_preset = resolve_preset(cfg.student)
         self.teacher = cfg.teacher or default_teacher_for(cfg.student)
         if self.teacher is None:
             raise BenchError(f"no default teacher for student '{cfg.student}'; pass --teacher NAME_OR_PATH")
-        self.student_preset = resolve_preset(cfg.student)
         self.teacher_preset = resolve_preset(self.teacher)
         sizes = self.preset.get("sizes") or None
         bundle = resolve_dataset(cfg.dataset, seed=cfg.seed, sizes=sizes)

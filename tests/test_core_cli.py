@@ -93,6 +93,32 @@ def test_malformed_local_dataset_row(bad_rows_file, monkeypatch, capsys, tiny_di
     assert "rejected" in line and ("line 2" in line or "row 2" in line or "row 1" in line)
 
 
+def test_teacher_with_another_vocabulary_is_refused(tiny_dirs, tmp_path, monkeypatch, capsys):
+    from bench.models import load_model, load_tokenizer
+
+    teacher = tmp_path / "other-vocab-teacher"
+    load_model("tiny-random").save_pretrained(teacher)
+    tok = load_tokenizer("tiny-random")
+    tok.add_tokens(["<an-extra-token>"])
+    tok.save_pretrained(teacher)
+    code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "dpo", *TINY, "--teacher", str(teacher),
+                              "--runs", str(tmp_path / "runs"))
+    assert_one_line_error(code, err, "do not share a vocabulary", "vocab size")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_student_dir_without_tokenizer_is_a_clean_error(tiny_dirs, tmp_path, monkeypatch, capsys):
+    """`--student DIR` where DIR holds weights but no tokenizer: one `error:` line, exit 2 (today: ValueError
+    traceback from AutoTokenizer, which load_tokenizer does not catch)."""
+    from bench.models import load_model
+
+    student = tmp_path / "weights-only"
+    load_model("tiny-random-student").save_pretrained(student)
+    code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "dpo", "--student", str(student),
+                              "--teacher", "tiny-random", "--preset", "tiny", "--runs", str(tmp_path / "runs"))
+    assert_one_line_error(code, err, "weights-only")
+
+
 def test_unknown_student_error_names_the_unknown_model(monkeypatch, capsys, tiny_dirs):
     """A misspelt --student must be reported as an unknown model (like a misspelt --teacher), not as 'no default
     teacher ...; pass --teacher', which sends the user to the wrong flag."""
@@ -234,6 +260,21 @@ def test_leaderboard_table_and_plot(runs_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "DPO" in result.stdout and "verified" in result.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+
+
+def test_leaderboard_unknown_method_and_missing_metrics(tiny_dpo_run, tmp_path):
+    run, _ = tiny_dpo_run
+    ghost = tmp_path / "runs" / "ghost-run"
+    ghost.mkdir(parents=True)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    manifest["method"] = "ghost_method_not_installed"
+    (ghost / "manifest.json").write_text(json.dumps(manifest))  # and no metrics.json (evaluation never ran)
+    result = runner.invoke(cli.app, ["leaderboard", "--runs", str(tmp_path / "runs"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["method"] == "ghost_method_not_installed" and row["verified"] is None and row["reward_acc"] is None
+    md = runner.invoke(cli.app, ["leaderboard", "--runs", str(tmp_path / "runs"), "--format", "md"])
+    assert md.exit_code == 0 and "ghost_method_not_installed" in md.stdout
 
 
 def test_leaderboard_bad_format(runs_dir):

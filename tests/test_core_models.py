@@ -297,3 +297,20 @@ def test_tiny_random_dirs_are_built_once(tiny_dirs):
     a, b = load_model("tiny-random"), load_model("tiny-random-student")
     assert a.config.hidden_size == 32 and a.config.num_hidden_layers == 2
     assert not torch.equal(a.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight)
+
+
+def test_load_tokenizer_of_a_dir_without_tokenizer_files_is_a_bench_error(tmp_path):
+    """A checkpoint saved with save_pretrained but without its tokenizer (common for raw training outputs) must give
+    a one-line BenchError (the CLI contract), not a multi-line ValueError traceback from transformers."""
+    tiny_llama().save_pretrained(tmp_path / "weights-only")
+    with pytest.raises(BenchError) as e:
+        load_tokenizer(str(tmp_path / "weights-only"))
+    assert "weights-only" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_load_tokenizer_applies_preset_template_and_pad(tiny_dirs):
+    tok = load_tokenizer("tiny-random")
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    assert tok.pad_token_id is not None
+    llama = resolve_preset("llama-3.2-1b")
+    assert llama.chat_template == "llama3.jinja" and "start_header_id" in llama.chat_template_text()

@@ -249,3 +249,41 @@ def test_missing_split_and_teacher_are_bench_errors(pipe, tiny_dirs):
     with pytest.raises(BenchError, match="unknown run preset 'nope'"):
         Pipeline(RunConfig(method="dpo", student="tiny-random-student", preset="nope"))
 
+
+
+# ---------------------------------------------------------------- `bench run --resume`
+
+
+def test_killed_run_resumes_to_the_same_model(tiny_dpo_run, tiny_run_config, tmp_path, monkeypatch):
+    """Kill the student training right after its step-2 state is saved; `--resume` finishes it, and the result equals
+    the uninterrupted run of the same config."""
+    import bench.trainer as trainer_mod
+
+    ref, cfg = tiny_dpo_run
+    original = trainer_mod.save_state
+
+    def save_then_die(directory, model, opt, sched, step, extra):
+        original(directory, model, opt, sched, step, extra)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(trainer_mod, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(tiny_run_config(runs))
+    monkeypatch.setattr(trainer_mod, "save_state", original)
+    killed = runs / ref.path.name
+    assert (killed / "work" / "state" / "state.json").exists() and not (killed / "metrics.json").exists()
+
+    resumed = run_pipeline(tiny_run_config(runs, resume=True))
+    assert resumed.path == killed
+    log = json.loads((killed / "train_log.json").read_text())
+    ref_log = json.loads((ref.path / "train_log.json").read_text())
+    assert [h["step"] for h in log["history"]] == [1, 2, 3]
+    assert [h["loss"] for h in log["history"]] == pytest.approx([h["loss"] for h in ref_log["history"]], abs=1e-6)
+    assert resumed.manifest["selected_step"] == ref.manifest["selected_step"]
+    a = AutoModelForCausalLM.from_pretrained(resumed.checkpoint_path).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(ref.checkpoint_path).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+    assert not (killed / "work").exists()

@@ -275,3 +275,46 @@ def test_eval_every_evaluates_on_the_interval_and_at_the_end(tmp_path):
     _, result, snaps = _selection_run(tmp_path, {2: 0.2, 4: 0.8, 5: 0.4}, eval_every=2, max_steps=5)
     assert [e["step"] for e in result.evals] == [2, 4, 5]
     assert_same_weights(weights(result.final_dir), snaps[4], atol=0)
+
+
+# ---------------------------------------------------------------- what a loss sees
+
+
+def test_collate_aligns_cached_signals_with_packed_rows(tmp_path):
+    """Signals gathered for a batch line up row by row with the policy's Packed rows (checked with the policy being
+    the very model that produced the signals), and values carry vseg/vpos with one extra state per sequence."""
+    from bench.signal_cache import SignalEntry, write_entry
+    from bench.signals import compute_side_signals
+    from bench.trainer import collate, loss_batch
+
+    teacher = tiny_model(seed=3).eval()
+    data = make_data(n=6, equal=False)
+    pairs = data.sides["chosen"]
+    path = write_entry(tmp_path / "sig", {}, lambda w: compute_side_signals(
+        teacher, pairs, w, k=5, tau=2.0, pad_id=PAD, batch_size=4, model_key="t", desc="t"), shard_size=4)
+    entry = SignalEntry(path)
+    data.signals = {f"dpo_teacher.{kind}.chosen": (entry, kind, "chosen") for kind in ("topk", "logps", "values")}
+    idx = [4, 1, 5]
+    batches, signals = collate(data, idx, PAD)
+    with torch.no_grad():
+        lb = loss_batch(teacher, None, batches, signals, torch.device("cpu"))
+    p = lb.policy["chosen"]
+    lengths = [len(pairs[i][1]) for i in idx]
+    assert p.labels.tolist() == [t for i in idx for t in pairs[i][1]]
+
+    topk = lb.signal("dpo_teacher", "topk", "chosen")
+    vals, ids = torch.log_softmax(p.logits, -1).topk(5, -1)
+    assert torch.equal(topk["topk_ids"].long(), ids)
+    torch.testing.assert_close(topk["topk_logps"].float(), vals, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(lb.signal("dpo_teacher", "logps", "chosen")["logps"], p.token_logps(), atol=1e-5,
+                               rtol=0)
+
+    v = lb.signal("dpo_teacher", "values", "chosen")
+    assert v["vseg"].tolist() == [b for b, T in enumerate(lengths) for _ in range(T + 1)]
+    assert v["vpos"].tolist() == [t for T in lengths for t in range(T + 1)]
+    T_of_row = torch.tensor(lengths)[v["vseg"]]
+    inner = v["vpos"] < T_of_row
+    assert torch.isnan(v["z_label"][~inner]).all() and not torch.isnan(v["z_label"][inner]).any()
+    torch.testing.assert_close(v["z_label"][inner], p.logits.gather(-1, p.labels[:, None]).squeeze(-1),
+                               atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(v["v_lse"][inner], torch.logsumexp(p.logits, -1), atol=1e-4, rtol=1e-5)

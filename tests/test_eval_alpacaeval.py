@@ -27,7 +27,7 @@ def _settings(url, **kw):
 def _pick_model(body, n):
     """Prefer the output that says MODEL, except on the instruction about 'seventy-three' (prefer the reference)."""
     user = body["messages"][-1]["content"]
-    a = re.search(r"Output \(a\): (.*?)\n\nOutput \(b\)", user, re.S).group(1)
+    a = re.search(r"Output \(a\): (.*?)\n\nOutput \(b\)", user, re.DOTALL).group(1)
     model_is_a = "MODEL" in a
     if "seventy-three" in user:
         model_is_a = not model_is_a
@@ -98,14 +98,15 @@ def test_build_reference_callable_makes_the_missing_run(tmp_path):
     mine = make_run(root, "mine", method="dckd", generations=suite_generations(3, lambda i, r: f"MODEL {i}"))
     calls = []
 
-    def build_reference(**kw):
-        calls.append(kw)
-        return make_run(root, "built-adpa", method="adpa", generations=suite_generations(3, lambda i, r: f"ref {i}"))
+    def build_reference(manifest, runs_dir):  # the CLI's --build-reference signature
+        calls.append((manifest["run_id"], manifest["student"], manifest["teacher"], manifest["dataset"], runs_dir))
+        return make_run(runs_dir, "built-adpa", method="adpa",
+                        generations=suite_generations(3, lambda i, r: f"ref {i}"))
 
     with ScriptedJudge(reply=_pick_model) as srv:
         out = run_evaluators([mine], ["alpacaeval"], _settings(srv.base_url, build_reference=build_reference),
                              cache_dir=tmp_path / "cache")
-    assert calls == [{"student": "tiny", "teacher": "tiny-t", "dataset": "embedded", "seed": 0}]
+    assert calls == [("mine", "tiny", "tiny-t", "embedded", root)]
     res = out[str(mine)]["alpacaeval"]
     assert res["reference_run"] == "built-adpa"
     assert "build_reference" not in res["settings"]  # callables never reach metrics.json
@@ -128,6 +129,14 @@ def test_http_500_is_a_clear_error(tmp_path, runs):
         assert len(srv.requests) >= 2  # the openai client retried
 
 
+def test_slow_judge_times_out_with_a_clear_error(tmp_path, runs):
+    _, mine = runs
+    with ScriptedJudge(reply="Output (a)", delay=2.0) as srv:
+        with pytest.raises(BenchError, match=r"timed out after 1 attempt\(s\) of 0.3s"):
+            run_evaluators([mine], ["alpacaeval"], _settings(srv.base_url, judge_timeout=0.3, judge_max_retries=0),
+                           cache_dir=tmp_path / "cache")
+
+
 def test_logprob_annotator_on_a_server_without_logprobs_is_a_clear_error(tmp_path, runs):
     _, mine = runs
     with ScriptedJudge(reply="m") as srv:  # the default weighted_* config reads logprobs, which this server omits
@@ -146,8 +155,8 @@ def test_custom_completion_function(tmp_path, runs):
         seen.append(kwargs.get("model_name"))
         outs = []
         for p in prompts:
-            a = re.search(r"Output \(a\): (.*?)\n\nOutput \(b\)", p, re.S).group(1)
-            b = re.search(r"Output \(b\): (.*?)\n\nWhich", p, re.S).group(1)
+            a = re.search(r"Output \(a\): (.*?)\n\nOutput \(b\)", p, re.DOTALL).group(1)
+            b = re.search(r"Output \(b\): (.*?)\n\nWhich", p, re.DOTALL).group(1)
             outs.append("Output (a)" if len(a) >= len(b) else "Output (b)")
         return {"completions": outs}
 
@@ -162,3 +171,25 @@ def test_unknown_annotator_is_a_clear_error(tmp_path, runs):
     _, mine = runs
     with pytest.raises(BenchError, match="unknown alpaca_annotator 'nope'"):
         run_evaluators([mine], ["alpacaeval"], {"alpaca_annotator": "nope"}, cache_dir=tmp_path / "cache")
+
+
+def test_alpaca_eval_set_offline_is_a_clear_error(tmp_path, runs, monkeypatch):
+    _, mine = runs
+    monkeypatch.setenv("BENCH_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    with pytest.raises(BenchError, match=r"AlpacaEval instructions .* could not be loaded.*alpaca_instructions=PATH"):
+        run_evaluators([mine], ["alpacaeval"], _settings("http://127.0.0.1:1/v1", alpaca_instructions="alpaca_eval"),
+                       cache_dir=tmp_path / "cache")
+
+
+def test_instruction_file_in_the_alpaca_eval_format(tmp_path):
+    from bench.evaluators.alpacaeval import _read_instruction_file
+
+    f = tmp_path / "alpaca_eval.json"
+    f.write_text(json.dumps([{"instruction": "Give me a tip.", "output": "Sleep.", "generator": "text_davinci_003",
+                              "dataset": "helpful_base"}, "Tell a joke."]))
+    assert _read_instruction_file(f) == [{"instruction": "Give me a tip.", "dataset": "helpful_base"},
+                                         {"instruction": "Tell a joke.", "dataset": "alpaca_eval"}]
+    f.write_text(json.dumps([{"output": "no instruction"}]))
+    with pytest.raises(BenchError, match="row 1: needs a non-empty string 'instruction'"):
+        _read_instruction_file(f)

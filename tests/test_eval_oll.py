@@ -11,8 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "eval"))
 from evalkit import make_run, tiny_lm_dir  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
-from bench.evaluators.oll import (EMBEDDED_TASKS, OLL_V1, embedded_task_rows, materialize_embedded_tasks,  # noqa: E402
-                                  parse_tasks)
+from bench.evaluators.oll import EMBEDDED_TASKS, OLL_V1, embedded_task_rows, materialize_embedded_tasks, parse_tasks  # noqa: E402
 from bench.evaluators.run import run_evaluators  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -31,6 +30,19 @@ metric_list:
   - metric: acc
     aggregation: mean
     higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+LOCAL_GROUP = """group: local_group
+task:
+  - local_colour_mc
+  - local_colour_mc_b
+aggregate_metric_list:
+  - metric: acc
+    aggregation: mean
+    weight_by_size: true
 metadata:
   version: 1.0
 """
@@ -74,20 +86,26 @@ def test_simple_evaluate_on_the_embedded_and_a_local_task(tmp_path):
         {"question": "What colour is snow?", "choices": ["orange", "grey", "white"], "label": 2},
     ]))
     (tasks_dir / "local_colour_mc.yaml").write_text(LOCAL_TASK.format(data=data))
-    settings = {"oll_tasks": ["prefdistill_pref_mc", "prefdistill_suite_gen", "local_colour_mc"], "oll_limit": 6,
-                "include_path": str(tasks_dir), "oll_batch_size": 4}
+    # a group of local tasks (like mmlu): its aggregate is read from lm_eval's "groups" block
+    (tasks_dir / "local_colour_mc_b.yaml").write_text(
+        LOCAL_TASK.format(data=data).replace("task: local_colour_mc", "task: local_colour_mc_b"))
+    (tasks_dir / "local_group.yaml").write_text(LOCAL_GROUP)
+    settings = {"oll_tasks": ["prefdistill_pref_mc", "prefdistill_suite_gen", "local_colour_mc", "local_group:0"],
+                "oll_limit": 6, "include_path": str(tasks_dir), "oll_batch_size": 4}
     res = run_evaluators([run], ["oll"], settings, cache_dir=tmp_path / "cache")[str(run)]["oll"]
     assert res["suite"] == "custom" and res["limit"] == 6 and res["complete"] is False
     t = res["tasks"]
     assert t["prefdistill_pref_mc"]["metric"] == "acc,none" and t["prefdistill_pref_mc"]["n"] == 6
     assert t["prefdistill_suite_gen"]["metric"] == "suite_score,none"
     assert t["local_colour_mc"]["metric"] == "acc,none" and t["local_colour_mc"]["n"] == 3
+    assert t["local_group"]["metric"] == "acc,none" and t["local_group"]["score"] == pytest.approx(
+        t["local_colour_mc"]["score"])  # same data twice: the group mean equals the task's
     for v in t.values():
         assert 0.0 <= v["score"] <= 100.0
-    assert res["score"] == pytest.approx(sum(v["score"] for v in t.values()) / 3)
+    assert res["score"] == pytest.approx(sum(v["score"] for v in t.values()) / 4)
     # per-task results are cached in the run dir: a rerun does not evaluate again
     cached = sorted(p.name for p in (run / "eval" / "oll").glob("*.json"))
-    assert len(cached) == 3
+    assert len(cached) == 4
     mtimes = {p: p.stat().st_mtime_ns for p in (run / "eval" / "oll").glob("*.json")}
     again = run_evaluators([run], ["oll"], settings, cache_dir=tmp_path / "cache")[str(run)]["oll"]
     assert again["score"] == res["score"]

@@ -12,8 +12,15 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "eval"))
 from evalkit import make_run, suite_generations, tiny_lm_dir, tiny_rm_dir, tokenizer_dir  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
-from bench.evaluators.rm import (RewardScorer, checkpoint_score_fn, format_rm_text, load_reward_model,  # noqa: E402
-                                 score_texts, select_best_checkpoint)
+from bench.evaluators.rm import (  # noqa: E402
+    RewardScorer,
+    checkpoint_score_fn,
+    format_rm_text,
+    load_reward_model,
+    score_texts,
+    select_best_checkpoint,
+    validation_scorer,
+)
 from bench.evaluators.run import run_evaluators  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -87,8 +94,8 @@ def test_missing_generations_is_a_clear_error(tmp_path):
 
 def test_embedded_bt_reward_model_is_trained_once_and_cached(tmp_path):
     run = make_run(tmp_path / "runs", "r", generations=suite_generations(4, lambda i, r: r["meta"]["answer"]))
-    settings = {"rm_model": "embedded", "rm_embedded_base": str(tiny_lm_dir(seed=3, init_range=0.02)), "rm_embedded_epochs": 1,
-                "rm_embedded_layers": 0}
+    settings = {"rm_model": "embedded", "rm_embedded_base": str(tiny_lm_dir(seed=3, init_range=0.02)),
+                "rm_embedded_epochs": 1, "rm_embedded_layers": 0}
     res = run_evaluators([run], ["rm"], settings, cache_dir=tmp_path / "cache")[str(run)]["rm"]
     dirs = list((tmp_path / "cache" / "reward_models").glob("embedded-*"))
     assert len(dirs) == 1 and res["rm"] == f"embedded:{dirs[0].name}"
@@ -129,10 +136,23 @@ def test_checkpoint_selection_picks_the_planted_best_checkpoint(tmp_path):
     pairs = [{"prompt": p, "chosen": replies[1][i], "rejected": replies[j][i]}
              for i, p in enumerate(prompts) for j in (0, 2)]
     rm_dir = tmp_path / "planted-rm"
-    report = train_bt_reward_model(tiny_lm_dir(seed=3, init_range=0.02), pairs, rm_dir, layers=0, epochs=40, lr=3e-3, batch=8)
+    report = train_bt_reward_model(tiny_lm_dir(seed=3, init_range=0.02), pairs, rm_dir, layers=0, epochs=40,
+                                   lr=3e-3, batch=8)
     assert report["train_accuracy"] == 1.0
     score_fn = checkpoint_score_fn(prompts, rm_model=str(rm_dir), settings={"device": "cpu"},
                                    cache_dir=tmp_path / "cache", max_new_tokens=6)
     best, scores = select_best_checkpoint(ckpts, score_fn)
     assert best == ckpts[1], scores
     assert len(scores) == 3
+
+
+def test_validation_scorer_for_the_trainer(tmp_path, rm):
+    import types
+
+    pipe = types.SimpleNamespace(preset={"rm_batch_size": 2, "device": "cpu", "lr": 1.0})
+    score = validation_scorer(str(tiny_rm_dir()), pipe, cache_dir=tmp_path / "cache")
+    prompts = [[{"role": "user", "content": "Say hi."}], [{"role": "user", "content": "Count to two."}]]
+    value = score(prompts, ["hi", "one two"])
+    model, tok = rm
+    assert value == pytest.approx(sum(score_texts(model, tok, prompts, ["hi", "one two"])) / 2, abs=1e-4)
+    assert score(prompts, ["hi", "one two"]) == value  # second call: from the score cache

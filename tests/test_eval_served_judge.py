@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "eval"))
-from evalkit import (FIXTURES, free_port, make_run, served_model_dir, suite_generations,  # noqa: E402
-                     tiny_lm_dir, transformers_serve)
+from evalkit import FIXTURES, free_port, make_run, served_model_dir, suite_generations, tiny_lm_dir, transformers_serve  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
 from bench.evaluators.run import run_evaluators  # noqa: E402
@@ -34,7 +33,8 @@ def served(tmp_path_factory):
 def test_mtbench_two_turn_against_transformers_serve(tmp_path, served):
     url, model = served
     run = make_run(tmp_path / "runs", "r", ckpt=tiny_lm_dir(seed=1))
-    settings = {"mtbench_questions": str(MT / "question.jsonl"), "mtbench_judge_prompts": str(MT / "judge_prompts.jsonl"),
+    settings = {"mtbench_questions": str(MT / "question.jsonl"),
+                "mtbench_judge_prompts": str(MT / "judge_prompts.jsonl"),
                 "mtbench_references": str(MT / "reference_answer.jsonl"), "mtbench_mode": "two_turn",
                 "mtbench_max_new_tokens": 12, "judge_base_url": url, "judge_model": model, "judge_max_tokens": 24,
                 "judge_parse_retries": 0, "judge_workers": 2, "judge_timeout": 120}

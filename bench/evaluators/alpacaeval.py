@@ -4,8 +4,8 @@ Reference outputs: the seed papers compare against the ADPA student, not davinci
 among the sibling run directories (``runs_root``, default: the run's parent directory) by its manifest: method
 ``adpa`` and the same student, teacher and dataset (same seed preferred, then the newest). ``alpaca_reference_run``
 names it explicitly. If there is none, the evaluation fails with the command that makes it, unless the settings hold
-a ``build_reference`` callable (the CLI's ``--build-reference``), called as
-``build_reference(student=S, teacher=T, dataset=D, seed=SEED)`` and returning the new run directory. Reference outputs
+a ``build_reference`` callable (the CLI's ``--build-reference``), called as ``build_reference(manifest, runs_root)``
+with this run's manifest and returning the new ADPA run's directory. Reference outputs
 are always passed to alpaca_eval directly (its hub loader breaks on datasets>=4).
 
 Instruction set (``alpaca_instructions``):
@@ -121,10 +121,13 @@ def instruction_text(messages) -> str:
 
 
 def load_alpaca_eval_instructions() -> list[dict]:
+    from bench.evaluators.mtbench import offline
+
     try:
         from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(repo_id="tatsu-lab/alpaca_eval", filename="alpaca_eval.json", repo_type="dataset")
+        path = hf_hub_download(repo_id="tatsu-lab/alpaca_eval", filename="alpaca_eval.json", repo_type="dataset",
+                               local_files_only=offline())
     except Exception as e:  # noqa: BLE001 - any hub failure means the same here
         raise BenchError(f"the AlpacaEval instructions (tatsu-lab/alpaca_eval, alpaca_eval.json) could not be loaded "
                          f"({type(e).__name__}; offline?); pass alpaca_instructions=PATH to a local copy, or "
@@ -221,7 +224,7 @@ def find_reference_run(run: RunDir, settings: dict) -> RunDir:
     build = settings.get("build_reference")
     if callable(build):
         log.warning("no ADPA reference run for %s/%s/%s: building it", student, teacher, dataset)
-        path = build(student=student, teacher=teacher, dataset=dataset, seed=m.get("seed"))
+        path = build(m, root)  # the CLI's --build-reference: build(manifest of this run, runs dir) -> new run dir
         return RunDir.open(path)
     raise BenchError(
         f"AlpacaEval compares against the ADPA-trained student of the same pair and dataset, but no ADPA run for "
@@ -265,7 +268,8 @@ def prepare_annotator(settings: dict, cache_dir: Path) -> dict:
                                "api_key_env": judge.api_key_env, "timeout": judge.timeout,
                                "max_retries": judge.max_retries}]}
     client_text = yaml.safe_dump(client_cfg, sort_keys=True)
-    client_path = cache_dir / "alpacaeval" / "client_configs" / f"{hashlib.sha256(client_text.encode()).hexdigest()[:16]}.yaml"
+    client_digest = hashlib.sha256(client_text.encode()).hexdigest()[:16]
+    client_path = cache_dir / "alpacaeval" / "client_configs" / f"{client_digest}.yaml"
     if not client_path.exists():
         atomic_write_text(client_path, client_text)
     models = []
@@ -386,9 +390,9 @@ class AlpacaEvalEvaluator(Evaluator):
         valid = prefs.between(1, 2)
         n_unparsed = int((~valid).sum())
         if not valid.any():
-            raise BenchError(f"the AlpacaEval judge produced no usable annotation ({n_unparsed} unparsed; raw completions "
-                             f"in {out_dir}/annotations.json); check alpaca_annotator/judge model (the weighted_* "
-                             "configs need a server that returns logprobs)")
+            raise BenchError(f"the AlpacaEval judge produced no usable annotation ({n_unparsed} unparsed; raw "
+                             f"completions in {out_dir}/annotations.json); check alpaca_annotator/judge model "
+                             "(the weighted_* configs need a server that returns logprobs)")
         row = leaderboard.loc[name].to_dict()
         result = {
             "score": _finite(row.get("win_rate")), "win_rate": _finite(row.get("win_rate")),
@@ -398,7 +402,8 @@ class AlpacaEvalEvaluator(Evaluator):
             "n_wins_base": int(row.get("n_wins_base", 0)), "n_draws": int(row.get("n_draws", 0)),
             "n_unparsed": n_unparsed, "n_instructions": len(instr), "avg_length": _finite(row.get("avg_length")),
             "instruction_set": set_name, "reference_run": ref_name, "reference_path": str(ref.path),
-            "annotator": ann["name"], "judge_models": ann["models"], "judge_base_url": ann["judge"].describe()["base_url"],
+            "annotator": ann["name"], "judge_models": ann["models"],
+            "judge_base_url": ann["judge"].describe()["base_url"],
             "length_controlled_winrate": None, "lc_standard_error": None,
         }
         if result["score"] is None:

@@ -28,10 +28,11 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.errors import BenchError
@@ -105,7 +106,7 @@ class JudgeConfig:
 
     @classmethod
     def from_settings(cls, settings: dict, *, default_model: str, model_key: str | None = None,
-                      default_max_tokens: int = 2048) -> "JudgeConfig":
+                      default_max_tokens: int = 2048) -> JudgeConfig:
         """``model_key`` (e.g. ``mtbench_judge_model``) overrides ``judge_model``, which overrides the default."""
         model = (settings.get(model_key) if model_key else None) or settings.get("judge_model") or default_model
         base_url = str(settings.get("judge_base_url") or DEFAULT_BASE_URL).rstrip("/")

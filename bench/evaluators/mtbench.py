@@ -165,7 +165,8 @@ def judge_user_prompt(match) -> str:
             question=question["turns"][0], answer=answer["choices"][0]["turns"][0], **kwargs)
     except (KeyError, IndexError) as e:
         raise BenchError(f"judge prompt '{judge.prompt_template.get('name')}' uses a field that question "
-                         f"{question['question_id']} cannot fill ({e}); check the judge prompts and references") from None
+                         f"{question['question_id']} cannot fill ({e}); check the judge prompts and "
+                         "references") from None
 
 
 def judge_messages(match) -> list[dict]:
@@ -190,7 +191,7 @@ def generate_answers(run, questions: list[dict], n_turns: int, settings: dict, c
                      default_max_new_tokens: int = 1024, max_tokens_key: str = "mtbench_max_new_tokens") -> dict:
     """{question_id: FastChat model-answer row} with ``n_turns`` (or all the question has) greedy turns, generated
     by the run's checkpoint and cached in ``<run>/eval/<cache_name>``."""
-    from bench.evaluators.run import (checkpoint_dir, file_fingerprint, generate_chat, int_setting, load_causal_lm)
+    from bench.evaluators.run import checkpoint_dir, file_fingerprint, generate_chat, int_setting, load_causal_lm
 
     ckpt = checkpoint_dir(run)
     fp = file_fingerprint(ckpt)
@@ -214,7 +215,8 @@ def generate_answers(run, questions: list[dict], n_turns: int, settings: dict, c
         rows[q["question_id"]] = row
     loaded = None
     for turn in range(n_turns):
-        need = [q for q in questions if len(q["turns"]) > turn and len(rows[q["question_id"]]["choices"][0]["turns"]) == turn]
+        need = [q for q in questions
+                if len(q["turns"]) > turn and len(rows[q["question_id"]]["choices"][0]["turns"]) == turn]
         if not need:
             continue
         if loaded is None:

@@ -224,12 +224,17 @@ class OLLEvaluator(Evaluator):
 
         ckpt = checkpoint_dir(run)
         fp = file_fingerprint(ckpt)
+        user_tasks = hashlib.sha256()
+        for d in include[1:]:  # user task definitions are part of the cache key
+            for f in sorted(Path(d).rglob("*")):
+                if f.is_file() and f.suffix in (".yaml", ".yml", ".py", ".json", ".jsonl"):
+                    user_tasks.update(str(f).encode() + f.read_bytes())
         out_dir = run.path / "eval" / "oll"
         task_results: dict[str, dict] = {}
         todo = {}
         for name, (shots, metric) in tasks.items():
             key = hashlib.sha256(json.dumps({"task": name, "shots": shots, "limit": limit, "chat": chat, "ckpt": fp,
-                                             "include": include[1:], "lm_eval": lm_eval.__version__},
+                                             "include": user_tasks.hexdigest(), "lm_eval": lm_eval.__version__},
                                             sort_keys=True).encode()).hexdigest()[:16]
             path = out_dir / f"{name}-{key}.json"
             if path.exists():
@@ -274,8 +279,9 @@ class OLLEvaluator(Evaluator):
                 stderr_key = m.replace(",", "_stderr,", 1)
                 stderr = block.get(stderr_key)
                 n = (res.get("n-samples") or {}).get(name, {})
+                ok_stderr = isinstance(stderr, (int, float)) and math.isfinite(stderr)
                 entry = {"score": value * 100, "metric": m, "num_fewshot": shots,
-                         "stderr": float(stderr) * 100 if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None,
+                         "stderr": float(stderr) * 100 if ok_stderr else None,
                          "n": n.get("effective") if isinstance(n, dict) else None,
                          "raw": {k: v for k, v in block.items() if isinstance(v, (int, float, str)) and k != "alias"}}
                 atomic_write_json(path, entry)

@@ -27,8 +27,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bench.errors import BenchError
 from bench.rundir import atomic_write_json
@@ -87,7 +87,6 @@ def train_bt_reward_model(base: str | Path, train_rows: Sequence[dict], out_dir:
     """Train a Bradley-Terry RM on preference rows (``prompt``/``chosen``/``rejected``) and save it to ``out_dir``
     (``save_pretrained`` model + tokenizer + ``bench_rm.json``). Returns the training report."""
     import torch
-    import torch.nn.functional as F
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from bench.evaluators.rm import prepare_rm_tokenizer
@@ -112,22 +111,16 @@ def train_bt_reward_model(base: str | Path, train_rows: Sequence[dict], out_dir:
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     pairs = _pair_texts(tok, train_rows)
     gen = torch.Generator().manual_seed(seed)
-    steps, losses, t0 = 0, [], time.time()
-    for _ in range(epochs):
-        perm = torch.randperm(len(pairs), generator=gen).tolist()
-        for i in range(0, len(perm), batch):
-            chunk = [pairs[j] for j in perm[i:i + batch]]
-            n = len(chunk)
-            enc = tok([c for c, _ in chunk] + [r for _, r in chunk], add_special_tokens=True, truncation=True,
-                      max_length=max_length, padding=True, return_tensors="pt").to(device)
-            r = model(**enc).logits[:, 0].float()
-            loss = -F.logsigmoid(r[:n] - r[n:]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            losses.append(float(loss.detach()))
-            steps += 1
+    losses: list[float] = []
+    t0 = time.time()
+    # denormal floats make CPU backward passes several times slower; flush them to zero while training
+    flushed = device == "cpu" and torch.set_flush_denormal(True)
+    try:
+        _train_loop(model, tok, pairs, opt, params, epochs, batch, max_length, device, gen, losses)
+    finally:
+        if flushed:
+            torch.set_flush_denormal(False)
+    steps = len(losses)
     model.eval()
     report = {
         "format": TRAIN_VERSION, "base": str(base), "kept_layers": kept, "epochs": epochs, "lr": lr, "batch": batch,
@@ -143,6 +136,26 @@ def train_bt_reward_model(base: str | Path, train_rows: Sequence[dict], out_dir:
     tok.save_pretrained(out_dir)
     atomic_write_json(out_dir / "bench_rm.json", report)
     return report
+
+
+def _train_loop(model, tok, pairs, opt, params, epochs, batch, max_length, device, gen, losses) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    for _ in range(epochs):
+        perm = torch.randperm(len(pairs), generator=gen).tolist()
+        for i in range(0, len(perm), batch):
+            chunk = [pairs[j] for j in perm[i:i + batch]]
+            n = len(chunk)
+            enc = tok([c for c, _ in chunk] + [r for _, r in chunk], add_special_tokens=True, truncation=True,
+                      max_length=max_length, padding=True, return_tensors="pt").to(device)
+            r = model(**enc).logits[:, 0].float()
+            loss = -F.logsigmoid(r[:n] - r[n:]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(float(loss.detach()))
 
 
 def embedded_rm_spec(settings: dict) -> dict:

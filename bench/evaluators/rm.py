@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from bench.errors import BenchError
 from bench.evaluators import Evaluator, register_evaluator
@@ -264,6 +265,26 @@ def checkpoint_score_fn(prompts: Sequence[Any], *, rm_model: str = EMBEDDED_RM, 
         return sum(scores) / len(scores)
 
     return score_fn
+
+
+def validation_scorer(rm_model: str, pipe=None, settings: dict | None = None,
+                      cache_dir: str | Path | None = None) -> Callable[[Sequence[Any], Sequence[str]], float]:
+    """``score(prompts, responses) -> mean RM score`` for the trainer's checkpoint selection (``select_by: rm`` in
+    :mod:`bench.validation`). The RM is loaded once, on first use; scores are cached like the evaluator's. ``pipe``
+    (a ``bench.pipeline.Pipeline``) contributes its preset's ``rm_*`` and ``device`` settings."""
+    merged = {}
+    preset = getattr(pipe, "preset", None) or {}
+    merged.update({k: v for k, v in preset.items() if str(k).startswith("rm_") or k in ("device", "dtype")})
+    merged.update(settings or {})
+    scorer = RewardScorer(rm_model, merged, cache_dir)
+
+    def score(prompts: Sequence[Any], responses: Sequence[str]) -> float:
+        if not responses:
+            raise BenchError("no validation responses to score")
+        scores, _ = scorer.score([_as_messages(p) for p in prompts], list(responses))
+        return sum(scores) / len(scores)
+
+    return score
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -84,11 +84,12 @@ def leaderboard(
     runs: Path = typer.Option(Path("runs"), help="directory of run directories"),
     fmt: str = typer.Option("table", "--format", help="table | md | csv | json"),
     plot: Optional[Path] = typer.Option(None, help="also write a bar chart PNG here"),
+    radar: Optional[Path] = typer.Option(None, help="also write an MT-Bench per-category radar PNG here"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the table to a file"),
 ):
     """One row per run, one column per metric. Reads run directories only."""
     from leaderboard.collect import collect
-    from leaderboard.render import plot as plot_fn, to_csv, to_json, to_markdown, to_rich
+    from leaderboard.render import plot as plot_fn, radar as radar_fn, to_csv, to_json, to_markdown, to_rich
 
     rows = collect(runs)
     if not rows:
@@ -107,6 +108,8 @@ def leaderboard(
         _fail(f"--format {fmt!r} is invalid; use table, md, csv or json")
     if plot:
         typer.echo(f"plot: {plot_fn(rows, plot)}", err=True)
+    if radar:
+        typer.echo(f"radar: {radar_fn(rows, radar)}", err=True)
 
 
 @app.command("eval")

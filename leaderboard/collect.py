@@ -13,7 +13,7 @@ COLUMNS = {
     "rm": ("rm", "score"),
     "mtbench": ("mtbench", "score"),
     "alpaca_wr": ("alpacaeval", "score"),
-    "alpaca_lc": ("alpacaeval", "length_controlled_win_rate"),
+    "alpaca_lc": ("alpacaeval", "length_controlled_winrate"),
     "oll_avg": ("oll", "score"),
     "train_s": ("train", "seconds"),
 }
@@ -36,7 +36,7 @@ def run_row(path: Path) -> dict:
         display = get_method(manifest["method"]).display_name or manifest["method"]
     except BenchError:
         display = manifest["method"]
-    row = {"run": path.name, "method": display, "student": manifest.get("student"), "teacher": manifest.get("teacher"),
+    row = {"mtbench_categories": metrics.get("mtbench", {}).get("categories") or {}, "run": path.name, "method": display, "student": manifest.get("student"), "teacher": manifest.get("teacher"),
            "dataset": manifest.get("dataset"), "seed": manifest.get("seed"),
            "settings": _nondefault(manifest)}
     for col, (ev, field) in COLUMNS.items():

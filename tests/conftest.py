@@ -75,3 +75,14 @@ def tiny_dpo_run(tiny_dirs, tmp_path_factory):
     runs = tmp_path_factory.mktemp("tiny-runs")
     cfg = _tiny_run_config(runs)
     return run_pipeline(cfg), cfg
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP start-up/contention costs on a busy 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,13 +18,8 @@ from methods.adpa_plus import ADPAPlus
 L = math.log
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP start-up/contention costs on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 # ---------------------------------------------------------------- helpers (independent of the plugin)

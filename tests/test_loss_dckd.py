@@ -14,13 +14,8 @@ from bench.tensors import Packed, sparse_kl
 from methods.dckd import DCKD, DCKDConfig, dckd_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP start-up/contention costs on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 # ---------------------------------------------------------------- fixtures built by hand

@@ -19,13 +19,7 @@ from methods.wpo import WPO, log_sum_sq_probs, wpo_log_weight, wpo_weights
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threading only adds contention (it made these tests 2x slower on a loaded box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- helpers (independent of the code under test)

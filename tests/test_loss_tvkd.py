@@ -17,13 +17,8 @@ from methods.tvkd import TVKD, TVKDConfig, shaping
 VALUE_TYPES = ("soft", "max", "expectation", "margin", "logit", "logprob")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP start-up/contention costs on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 # ---------------------------------------------------------------- a hand-built batch with dense teacher logits

@@ -13,13 +13,8 @@ from bench.tensors import sparse_kl, student_bins
 RTOL = 1e-12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP start-up/contention costs on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 # ---------------------------------------------------------------- independent reference

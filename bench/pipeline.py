@@ -13,16 +13,14 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
 
 from bench.config import RunConfig, load_run_preset
 from bench.data.bundle import DatasetBundle
 from bench.encoding import Encoder
 from bench.errors import BenchError
 from bench.generate import decode, make_generator
-from bench.method import Method, SignalSpec
+from bench.method import Method
 from bench.models import check_same_vocab, load_model, load_tokenizer, resolve_preset, default_teacher_for
-from bench.progress import console
 from bench.registry import get_method
 from bench.rundir import read_jsonl, write_jsonl
 from bench.signal_cache import SignalEntry, write_entry

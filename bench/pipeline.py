@@ -159,8 +159,10 @@ class Pipeline:
             init, split, alias = "student_base", "sft", {}
         else:  # dpo_teacher, chosen_teacher start from the reference teacher
             init, split, alias = "ref_teacher", "pref_train", {"reference": "ref_teacher"}
-        t0 = time.perf_counter()
         data = self.train_data(method, mcfg, split, alias)
+        if init == "ref_teacher":
+            self.model_dir(init)
+        t0 = time.perf_counter()  # this stage alone, not the stages it needed
         model = self.load(init)
         work = stage_path(role, self.model_key(role)).with_suffix(".work")
         result = train(model, method, mcfg, data, self._train_cfg(sc), pad_id=self.tok.pad_token_id, work_dir=work,
@@ -197,6 +199,7 @@ class Pipeline:
         key = {"model": self.model_key(role), "prompts": token_hash(prompts), "max_new": max_new, "gen": gen_cfg}
 
         def build(tmp: Path) -> dict:
+            self.model_dir(role)  # train the generator first, outside this stage's timer
             t0 = time.perf_counter()
             model = self.load(role)
             gen = make_generator(gen_cfg.get("backend", "hf"), model, self.tok, batch_size=self.infer_bs)
@@ -218,6 +221,7 @@ class Pipeline:
                "tokenizer": content_key(self.enc.fingerprint())}
         final = stage_path("signals", key)
         if not (final / "manifest.json").exists():
+            self.model_dir(role)  # train the model first, outside this stage's timer
             t0 = time.perf_counter()
             model = self.load(role)
 

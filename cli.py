@@ -61,7 +61,12 @@ def methods(fmt: str = typer.Option("table", "--format", help="table | json")):
     from bench.method import describe
     from bench.registry import get_method, method_names
 
-    infos = [describe(get_method(n)) for n in method_names()]
+    infos = []
+    for n in method_names():
+        try:
+            infos.append(describe(get_method(n)))
+        except BenchError as e:  # one broken third-party plugin must not hide the others
+            typer.echo(f"warning: {e}", err=True)
     if fmt == "json":
         typer.echo(json.dumps(infos, indent=2, default=str))
         return

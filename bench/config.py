@@ -38,9 +38,15 @@ class RunConfig:
 def parse_value(text: str) -> Any:
     """`--set` values are YAML scalars: 1e-5, 3, true, name."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def split_sets(pairs: list[str], method_fields: set[str]) -> tuple[dict, dict]:

@@ -186,9 +186,10 @@ def load_tokenizer(name_or_path: str):
     preset = resolve_preset(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(ensure_model_dir(name_or_path))
-    except OSError as e:
-        raise BenchError(f"could not load the tokenizer of '{name_or_path}' ({e.__class__.__name__}); "
-                         "check the id/path, or pass a local directory when offline") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise BenchError(f"could not load the tokenizer of '{name_or_path}' ({e.__class__.__name__}); check the "
+                         "id/path (a local directory needs its tokenizer files), or pass a local directory when "
+                         "offline") from None
     template = preset.chat_template_text()
     if template:
         tok.chat_template = template
@@ -207,9 +208,10 @@ def load_model(name_or_path: str | Path, dtype: str | None = None):
         dtype = resolve_preset(str(name_or_path)).dtype if not isinstance(name_or_path, Path) else "float32"
     try:
         model = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, _DTYPES[dtype]), trust_remote_code=False)
-    except OSError as e:
-        raise BenchError(f"could not load model '{name_or_path}' ({e.__class__.__name__}); "
-                         "check the id/path, or pass a local directory when offline") from None
+    except (OSError, ValueError, KeyError) as e:
+        hint = ("models that need custom code (trust_remote_code) are refused"
+                if "trust_remote_code" in str(e) else "check the id/path, or pass a local directory when offline")
+        raise BenchError(f"could not load model '{name_or_path}' ({e.__class__.__name__}); {hint}") from None
     return model
 
 

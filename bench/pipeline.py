@@ -55,6 +55,9 @@ class Pipeline:
         self.k = int(self.preset.get("k", 50))
         self.tau = float(self.preset.get("tau", 2.0))
         self.infer_bs = int(self.preset.get("infer_batch_size", 16))
+        for role in (*TEACHER_STAGES, "sft_student", "student"):  # fail before any work, not mid-pipeline
+            if role in self.preset:
+                self._train_cfg(self.preset[role]).validate()
         self.timings: dict[str, float] = {}
         self._encoded: dict[str, list] = {}
 
@@ -115,10 +118,15 @@ class Pipeline:
     def student_key_for(self, method_name: str, settings: dict) -> dict:
         method = get_method(method_name)
         mcfg = method.make_config(settings)
-        return {"method": method_name, "settings": mcfg.to_dict(), "init": self.model_key(method.init_from(mcfg)
-                if method.init_from(mcfg) != "reference" else "sft_student"),
+        init = method.init_from(mcfg)
+        p = self.preset
+        return {"method": method_name, "settings": mcfg.to_dict(),
+                "init": self.model_key("sft_student" if init == "reference" else init),
                 "teacher": self.model_key("dpo_teacher"), "data": self.data_key("pref_train"),
-                "train": self.stage_cfg("student"), "seed": self.cfg.seed}
+                "train": self.stage_cfg("student"), "seed": self.cfg.seed, "k": self.k, "tau": self.tau,
+                "select": {"by": p.get("select_by"), "n": p.get("val_prompts"), "rm": p.get("rm_model"),
+                           "val": self.data_key("pref_val")},
+                "generation": p.get("generation")}
 
     def model_dir(self, role: str) -> Path:
         """Local directory of a role's model, training (and caching) it first if needed."""
@@ -174,9 +182,11 @@ class Pipeline:
         return {"steps": result.steps, "seconds": result.seconds, "tokens_per_s": result.tokens_per_s,
                 "final_loss": result.history[-1]["loss"] if result.history else None}
 
-    def _train_cfg(self, sc: dict) -> TrainConfig:
+    def _train_cfg(self, sc: dict, seed: int = 0) -> TrainConfig:
+        """Shared stages (teachers, SFT student) train with seed 0 unless their section sets one, so one cached
+        stage serves every student seed; the student itself trains with the run's seed."""
         fields = dict(sc.get("train", {}))
-        fields.setdefault("seed", self.cfg.seed)
+        fields.setdefault("seed", seed)
         try:
             return TrainConfig(**fields)
         except TypeError as e:
@@ -267,7 +277,7 @@ class Pipeline:
         model = self.load(init)
         ref = self.load("sft_student") if method.reference(mcfg) == "online" else None
         validator = make_validator(self, method)
-        result = train(model, method, mcfg, data, self._train_cfg(self.stage_cfg("student")),
+        result = train(model, method, mcfg, data, self._train_cfg(self.stage_cfg("student"), self.cfg.seed),
                        pad_id=self.tok.pad_token_id, work_dir=work_dir, ref_model=ref, evaluate=validator,
                        resume=resume, desc=f"train {method.name}")
         self.timings[f"train:{method.name}"] = time.perf_counter() - t0

@@ -123,9 +123,10 @@ def write_entry(final: Path, key: dict, fill, shard_size: int = 4096) -> Path:
             w.flush()
             kinds[kind] = {"shards": w.shards, "bytes": w.bytes, "rows": sum(s["rows"] for s in w.shards)}
         atomic_write_json(tmp / "manifest.json", {"key": key, "kinds": kinds})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():  # another process finished first: keep its result
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -38,9 +38,10 @@ def build_stage(kind: str, key: dict, build: Callable[[Path], dict | None]) -> P
     try:
         info = build(tmp) or {}
         atomic_write_json(tmp / "stage.json", {"kind": kind, "key": key, **info})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():  # another process finished first: keep its result
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

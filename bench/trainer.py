@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,9 +41,22 @@ class TrainConfig:
     keep_checkpoints: bool = False
 
     def validate(self) -> None:
-        if self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.epochs <= 0 or self.max_steps < 0:
-            raise BenchError("invalid training settings: need lr > 0, batch_size >= 1, grad_accum >= 1, epochs > 0, "
-                             f"max_steps >= 0 (got {asdict(self)})")
+        ints = ("batch_size", "grad_accum", "max_steps", "eval_every", "save_every", "log_every", "seed")
+        floats = ("lr", "epochs", "warmup_ratio", "weight_decay", "max_grad_norm")
+        for name in ints + floats:
+            v = getattr(self, name)
+            ok = isinstance(v, int) if name in ints else isinstance(v, (int, float))
+            if not ok or isinstance(v, bool) or (isinstance(v, float) and not math.isfinite(v)):
+                raise BenchError(f"training setting {name}={v!r} must be a finite {'integer' if name in ints else 'number'}")
+        rules = [("lr", self.lr > 0, "> 0"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                 ("grad_accum", self.grad_accum >= 1, ">= 1"), ("epochs", self.epochs > 0, "> 0"),
+                 ("max_steps", self.max_steps >= 0, ">= 0"), ("warmup_ratio", 0 <= self.warmup_ratio <= 1, "in [0, 1]"),
+                 ("weight_decay", self.weight_decay >= 0, ">= 0"), ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+                 ("eval_every", self.eval_every >= 0, ">= 0"), ("save_every", self.save_every >= 0, ">= 0"),
+                 ("log_every", self.log_every >= 1, ">= 1")]
+        for name, ok, what in rules:
+            if not ok:
+                raise BenchError(f"training setting {name}={getattr(self, name)!r} is invalid; it must be {what}")
 
 
 @dataclass

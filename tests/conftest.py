@@ -70,11 +70,31 @@ def tiny_run_config():
 @pytest.fixture(scope="session")
 def tiny_dpo_run(tiny_dirs, tmp_path_factory):
     """One complete DPO run of the tiny pipeline (run directory), shared by the tests that read a run."""
+    import torch
+
     from bench.run import run_pipeline
 
     runs = tmp_path_factory.mktemp("tiny-runs")
     cfg = _tiny_run_config(runs)
-    return run_pipeline(cfg), cfg
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # see single_thread_module
+    try:
+        return run_pipeline(cfg), cfg
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def single_thread_module():
+    """One intra-op torch thread for a whole module (use with `pytestmark = pytest.mark.usefixtures(...)`).
+    Tiny models gain nothing from threads, and on a loaded 2-core box OpenMP spinning made the core tests ~5x
+    slower (88 s vs 10 s for the trainer/forward/generate modules)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from bench.errors import BenchError
 from bench.registry import get_method
 from bench.trainer import TrainConfig
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 
 @pytest.mark.parametrize("text,value", [("3", 3), ("true", True), ("name", "name"), ("1.0e-5", 1e-5), ("0.5", 0.5),
                                         ("-1", -1), ("[1, 2]", [1, 2]), ("{a: 1}", {"a": 1})])

@@ -8,6 +8,8 @@ import pytest
 from bench.encoding import Encoder
 from bench.errors import BenchError
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 GEN_PROMPT = "<|im_start|>assistant\n"
 
 

@@ -8,6 +8,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from bench.forward import pad_batch, packed_forward
 from bench.tensors import Packed, seg_mean, seg_sum, token_logps
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 PAD = 0
 
 

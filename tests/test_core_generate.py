@@ -10,6 +10,8 @@ from bench.errors import BenchError
 from bench.generate import HFGenerator, decode, make_generator
 from bench.scoring import mean_logps, reward_accuracy, verified_scores
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 V, PAD, EOS = 64, 0, 2
 
 

@@ -21,6 +21,8 @@ from bench.models import (
     tokenizer_fingerprint,
 )
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 
 def tiny_llama(layers: int = 2, vocab: int = 64, hidden: int = 32, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)

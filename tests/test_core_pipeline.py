@@ -21,6 +21,8 @@ from bench.rundir import read_jsonl
 from bench.run import run_pipeline
 from bench.signals import FORWARD_PASSES
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 
 def complete_stage_dirs() -> set[str]:
     root = cache_root() / "stages"
@@ -286,3 +288,30 @@ def test_killed_run_resumes_to_the_same_model(tiny_dpo_run, tiny_run_config, tmp
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
     assert not (killed / "work").exists()
+
+
+# ---------------------------------------------------------------- stage keys name everything a stage depends on
+
+LOCAL_DATASET = Path(__file__).parent / "fixtures" / "core" / "local_dataset"
+
+
+@pytest.mark.parametrize("override", [{"k": 4}, {"select_by": "last"}, {"val_prompts": 3}, {"sizes.pref_val": 3}],
+                         ids=["k", "select_by", "val_prompts", "pref_val-data"])
+def test_student_run_key_covers_what_the_run_depends_on(pipe, tiny_run_config, tmp_path, override):
+    """`run:<method>` is a cached stage (ADPA+ starts from `run:dckd`; a default-settings `bench run` registers its
+    checkpoint under it). The DCKD student depends on the teacher top-k size k and on checkpoint selection
+    (select_by, val_prompts, the pref_val rows), so a run with another k or selection must not reuse it."""
+    other = Pipeline(tiny_run_config(tmp_path, stage_overrides=override))
+    assert other.model_key("run:dckd") != pipe.model_key("run:dckd"), override
+
+
+def test_equal_stage_keys_mean_equal_training(tiny_dirs, tiny_run_config, tmp_path):
+    """Content addressing: two pipelines that compute the same key for a trained stage must train it identically.
+    With a dataset that does not depend on --seed, the teacher/SFT-student keys are equal across seeds, but their
+    training takes its seed (data order) from --seed: whichever seed runs first decides the cached teacher."""
+    p0 = Pipeline(tiny_run_config(tmp_path, dataset=str(LOCAL_DATASET), seed=0))
+    p1 = Pipeline(tiny_run_config(tmp_path, dataset=str(LOCAL_DATASET), seed=1))
+    assert p0.bundle.hashes() == p1.bundle.hashes()  # the seed does not change this data
+    for role in ("ref_teacher", "dpo_teacher", "sft_student"):
+        if p0.model_key(role) == p1.model_key(role):
+            assert p0._train_cfg(p0.stage_cfg(role)) == p1._train_cfg(p1.stage_cfg(role)), role

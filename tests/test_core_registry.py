@@ -13,6 +13,8 @@ from bench import registry
 from bench.errors import BenchError
 from bench.method import Method, describe
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 PLUGIN = '''
 from dataclasses import dataclass
 

@@ -12,6 +12,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from bench.signal_cache import KIND_FIELDS, SignalEntry, bytes_per_token, write_entry
 from bench.signals import FORWARD_PASSES, compute_side_signals
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 V, PAD, TAU = 64, 0, 2.0
 
 

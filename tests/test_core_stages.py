@@ -13,6 +13,8 @@ from bench.rundir import atomic_write_json, read_jsonl, write_jsonl
 from bench.signal_cache import write_entry
 from bench.stages import build_stage, content_key, is_done, stage_path, token_hash
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):

@@ -16,6 +16,8 @@ from bench.registry import get_method
 from bench.trainer import TrainConfig, TrainData, train
 from methods.sft import sft_loss
 
+pytestmark = pytest.mark.usefixtures("single_thread_module")
+
 V, PAD = 64, 0
 
 
@@ -183,7 +185,7 @@ def test_resume_without_state_starts_from_scratch(tmp_path):
 @pytest.mark.parametrize("bad", [dict(lr=0), dict(lr=-1e-3), dict(batch_size=0), dict(grad_accum=0), dict(epochs=0),
                                  dict(max_steps=-1)])
 def test_invalid_train_config_is_a_bench_error(tmp_path, bad):
-    with pytest.raises(BenchError, match="invalid training settings"):
+    with pytest.raises(BenchError, match=rf"training setting {next(iter(bad))}=.* is invalid"):
         run(tmp_path, TrainConfig(**bad))
     assert not (tmp_path / "final").exists()
 

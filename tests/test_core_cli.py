@@ -16,6 +16,9 @@ from typer.testing import CliRunner
 import cli
 from bench.errors import BenchError
 
+# the console script of the interpreter running the tests (the venv need not be activated)
+BENCH = str(Path(sys.executable).parent / "bench")
+
 pytestmark = pytest.mark.usefixtures("single_thread_module")
 
 runner = CliRunner()
@@ -149,13 +152,13 @@ def test_leaderboard_missing_or_empty_runs_dir(tmp_path, monkeypatch, capsys):
     (["run", "--method", "dpo", "--set", "beta=-1"], "beta"),
 ])
 def test_console_script_contract(args, needle):
-    proc = subprocess.run(["bench", *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=120)
     assert_one_line_error(proc.returncode, proc.stderr, needle)
     assert proc.stdout == ""
 
 
 def test_console_script_malformed_dataset(bad_rows_file, tiny_dirs):
-    proc = subprocess.run(["bench", "run", "--method", "sft", *TINY, "--dataset", str(bad_rows_file)],
+    proc = subprocess.run([BENCH, "run", "--method", "sft", *TINY, "--dataset", str(bad_rows_file)],
                           capture_output=True, text=True, timeout=180)
     assert_one_line_error(proc.returncode, proc.stderr, "prefs.jsonl")
 

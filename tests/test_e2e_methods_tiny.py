@@ -87,16 +87,14 @@ def test_adpa_plus_builds_the_dckd_student_once(tmp_path, fresh_stages, tiny_run
         return original(self, method_name, out)
 
     monkeypatch.setattr(pipeline_mod.Pipeline, "_train_dependency_run", spy)
-    first = run_pipeline(tiny_run_config(tmp_path, method="adpa_plus", seed=11))
+    run_pipeline(tiny_run_config(tmp_path, method="adpa_plus", seed=11))
     assert trained == ["dckd"]  # built first because it was missing
-    dckd_dir = first.manifest["config"]
     pipe = pipeline_mod.Pipeline(tiny_run_config(tmp_path, method="adpa_plus", seed=11))
     stage = pipe.built_path("run:dckd")
     assert stage is not None and json.loads((pipe.model_dir("run:dckd") / "stage.json").read_text())["method"] == "dckd"
     # another ADPA+ run (other gamma) on the same pair, data and seed reuses the cached DCKD student
     run_pipeline(tiny_run_config(tmp_path, method="adpa_plus", seed=11, method_settings={"gamma": 2.0}))
     assert trained == ["dckd"]
-    assert dckd_dir["seed"] == 11
 
 
 def test_a_dckd_run_serves_as_adpa_plus_init(tmp_path, fresh_stages, tiny_run_config, monkeypatch):

@@ -22,19 +22,17 @@ stats (``skipped_invalid``) so that one bad upstream row cannot make a public da
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import logging
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from bench.data.bundle import DatasetBundle
 from bench.errors import BenchError
 
+from bench.data.reading import _hub_rows, _quiet_datasets, read_json_rows  # noqa: F401
 from bench.data.rows import (  # noqa: F401 (re-exported)
     ROLES,
     VAL_FRACTION,
@@ -421,119 +419,6 @@ def find_adapter(name: str) -> Adapter | None:
         if key in (adapter.name.lower(), adapter.hf_id.lower()):
             return adapter
     return None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# reading raw rows
-# ----------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """For local files: silence datasets' progress bars and its 'Failed to load JSON' log lines, and skip its
-    download-count HEAD request to the hub (pointless for local files; up to 3 s per load when offline)."""
-    import datasets
-    import datasets.config
-    from datasets.utils import logging as ds_logging
-
-    level = ds_logging.get_verbosity()
-    bars_off = datasets.utils.are_progress_bars_disabled()
-    counts = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
-    ds_logging.set_verbosity(logging.CRITICAL + 10)
-    datasets.disable_progress_bars()
-    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
-    try:
-        yield
-    finally:
-        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counts
-        ds_logging.set_verbosity(level)
-        if not bars_off:
-            datasets.enable_progress_bars()
-
-
-def _parse_raw(path: Path, label: str) -> list[Any]:
-    """Parse a JSON/JSONL file with the json module, raising a BenchError that names the bad line."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise BenchError(f"{label} line {e.lineno}: invalid JSON ({e.msg}, column {e.colno}); "
-                             "fix the syntax (a .json file must hold one JSON array of row objects)") from None
-        if not isinstance(data, list):
-            raise BenchError(f"{label}: expected a JSON array of row objects, got a JSON {_typename(data)}; "
-                             "wrap the rows in [...] or write them one per line to a .jsonl file")
-        rows = data
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise BenchError(f"{label} row {i}: expected a JSON object, got {_typename(row)}; "
-                                 "each array item must be one row object")
-        return rows
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BenchError(f"{label} line {lineno}: invalid JSON ({e.msg}, column {e.colno}); "
-                             "fix or remove this line (JSONL needs one complete JSON object per line)") from None
-        if not isinstance(row, dict):
-            raise BenchError(f"{label} line {lineno}: expected a JSON object, got {_typename(row)}; "
-                             "write one {...} row object per line")
-        rows.append(row)
-    return rows
-
-
-def read_json_rows(path: str | Path) -> tuple[list[dict], Source]:
-    """Rows of a local .jsonl/.json file through ``datasets.load_dataset("json", data_files=...)``."""
-    p = Path(path).expanduser()
-    label = str(path)
-    if not p.exists():
-        raise BenchError(f"dataset file not found: {label}; check the path (a .jsonl/.json file or a directory)")
-    if not p.is_file():
-        raise BenchError(f"{label} is not a file; give a .jsonl or .json file")
-    if p.suffix not in LOCAL_EXTENSIONS:
-        raise BenchError(f"{label}: unsupported file type '{p.suffix}'; convert it to .jsonl (one JSON object "
-                         "per line) or .json (an array of objects)")
-    try:
-        with open(p, encoding="utf-8") as f:
-            empty = not f.read(1 << 16).strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BenchError(f"{label}: cannot be read as UTF-8 text ({_one_line(e)}); save it as UTF-8 JSON") from None
-    if empty:
-        raise BenchError(f"{label} is empty; add at least one row")
-    import datasets
-
-    source = Source(label, p)
-    try:
-        with _quiet_datasets():
-            ds = datasets.load_dataset("json", data_files=str(p.resolve()), split="train")
-        rows = ds.to_list()
-    except Exception:  # noqa: BLE001 - datasets raises many types; diagnose with the json module
-        # raises a BenchError naming the bad line if there is one; otherwise the JSON is valid but datasets
-        # could not infer one table schema for it, and the parsed rows are used as they are
-        rows = _parse_raw(p, label)
-    if not rows:
-        raise BenchError(f"{label} has no rows; add at least one row")
-    return rows, source
-
-
-def _hub_rows(adapter: Adapter, split: str, revision: str | None) -> tuple[list[dict], Source]:
-    import datasets
-
-    rev = f", revision {revision}" if revision else ""
-    label = f"dataset '{adapter.name}' ({adapter.hf_id}, split '{split}'{rev})"
-    try:
-        ds = datasets.load_dataset(adapter.hf_id, split=split, revision=revision)
-        rows = ds.to_list()
-    except Exception as e:  # noqa: BLE001 - network, auth, missing repo/split, cache problems
-        raise BenchError(
-            f"could not download {label} from the Hugging Face Hub ({type(e).__name__}: {_one_line(e, 200)}); "
-            f"check network access and HF_TOKEN, or pass --dataset PATH to a local copy "
-            f"(a .jsonl file or a directory with {split}.jsonl in the same schema)") from None
-    return rows, Source(label)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ from the memory-mapped file (`safe_open(...).get_slice`).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -105,17 +103,13 @@ def bytes_per_token(entry: SignalEntry) -> dict[str, float]:
 
 def write_entry(final: Path, key: dict, fill, shard_size: int = 4096) -> Path:
     """Build an entry in a temp dir with `fill(writers)`, then rename it into place atomically."""
+    from bench.stages import publish_dir
+
     final = Path(final)
     if (final / "manifest.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    from bench.stages import remove_stale_tmp
 
-    remove_stale_tmp(final)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    def build(tmp: Path) -> None:
         writers = {kind: ShardWriter(tmp, kind, shard_size) for kind in KIND_FIELDS}
         fill(writers)
         kinds = {}
@@ -123,11 +117,5 @@ def write_entry(final: Path, key: dict, fill, shard_size: int = 4096) -> Path:
             w.flush()
             kinds[kind] = {"shards": w.shards, "bytes": w.bytes, "rows": sum(s["rows"] for s in w.shards)}
         atomic_write_json(tmp / "manifest.json", {"key": key, "kinds": kinds})
-        if final.exists():  # another process finished first: keep its result
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+
+    return publish_dir(final, build)

@@ -25,20 +25,18 @@ def is_done(path: Path) -> bool:
     return (path / "stage.json").exists()
 
 
-def build_stage(kind: str, key: dict, build: Callable[[Path], dict | None]) -> Path:
-    """Return the stage dir for `key`, calling `build(tmp_dir)` first if it is not cached yet."""
-    final = stage_path(kind, key)
-    if is_done(final):
-        return final
+def publish_dir(final: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build(tmp)` in a fresh temp dir beside `final`, then rename it into place. On any failure (Ctrl-C
+    included) the temp dir is removed; if another process published `final` first, its result is kept."""
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(final)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        info = build(tmp) or {}
-        atomic_write_json(tmp / "stage.json", {"kind": kind, "key": key, **info})
-        if final.exists():  # another process finished first: keep its result
+        build(tmp)
+        if final.exists():
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, final)
@@ -46,6 +44,19 @@ def build_stage(kind: str, key: dict, build: Callable[[Path], dict | None]) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def build_stage(kind: str, key: dict, build: Callable[[Path], dict | None]) -> Path:
+    """Return the stage dir for `key`, calling `build(tmp_dir)` first if it is not cached yet."""
+    final = stage_path(kind, key)
+    if is_done(final):
+        return final
+
+    def run(tmp: Path) -> None:
+        info = build(tmp) or {}
+        atomic_write_json(tmp / "stage.json", {"kind": kind, "key": key, **info})
+
+    return publish_dir(final, run)
 
 
 def remove_stale_tmp(final: Path) -> None:

@@ -25,18 +25,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # ---------------------------------------------------------------- helpers (independent of the plugin)
 
 
+from loss_fixtures import topk_signal  # noqa: E402
+from loss_fixtures import packed as _packed  # noqa: E402
+
+
 def packed(lengths, V, gen, scale=1.5) -> Packed:
-    n = sum(lengths)
-    seg = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-    return Packed(logits=(torch.randn(n, V, generator=gen, dtype=torch.float64) * scale).requires_grad_(True),
-                  labels=torch.randint(0, V, (n,), generator=gen), seg=seg, n_seq=len(lengths))
-
-
-def topk_signal(teacher_logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    vals, ids = torch.log_softmax(teacher_logits.double(), -1).topk(k, dim=-1)
-    vals = vals.half()
-    return {"topk_ids": ids.int(), "topk_logps": vals,
-            "tail": (1 - vals.double().exp().sum(-1)).clamp(min=0).float()}
+    return _packed(lengths, V, gen, scale)
 
 
 def logsoftmax(z):

@@ -21,19 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # ---------------------------------------------------------------- fixtures built by hand
 
 
-def packed(lengths, V, gen, scale=2.0) -> Packed:
-    n = sum(lengths)
-    seg = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-    return Packed(logits=(torch.randn(n, V, generator=gen, dtype=torch.float64) * scale).requires_grad_(True),
-                  labels=torch.randint(0, V, (n,), generator=gen), seg=seg, n_seq=len(lengths))
-
-
-def topk_signal(teacher_logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """Cache-like top-k signal: int32 ids, float16 log-probs, float32 tail."""
-    vals, ids = torch.log_softmax(teacher_logits.double(), -1).topk(k, dim=-1)
-    vals = vals.half()
-    tail = (1 - vals.double().exp().sum(-1)).clamp(min=0).float()
-    return {"topk_ids": ids.int(), "topk_logps": vals, "tail": tail}
+from loss_fixtures import packed, topk_signal  # noqa: E402,F401
 
 
 def np_logsoftmax(z):

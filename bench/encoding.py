@@ -5,6 +5,8 @@ response ends with the tokenizer's EOS (the end-of-turn token for chat templates
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from bench.errors import BenchError
@@ -71,5 +73,9 @@ class Encoder:
         return ids or [self.tokenizer.eos_token_id]
 
     def fingerprint(self) -> dict:
+        if not hasattr(self, "_vocab_hash"):
+            vocab = sorted(self.tokenizer.get_vocab().items())
+            self._vocab_hash = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
         return {"max_prompt_len": self.max_prompt_len, "max_response_len": self.max_response_len,
-                "eos": self.tokenizer.eos_token_id, "template": self.tokenizer.chat_template}
+                "eos": self.tokenizer.eos_token_id, "template": self.tokenizer.chat_template,
+                "vocab": self._vocab_hash}

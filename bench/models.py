@@ -9,8 +9,6 @@ Every preset resolves to a local HF directory (safetensors + tokenizer) under th
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ import yaml
 
 from bench.errors import BenchError
 from bench.paths import CONFIG_DIR, cache_root
-from bench.rundir import atomic_write_json
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -82,24 +79,7 @@ def _gguf_path(source: dict) -> Path:
     return path
 
 
-def _finish_dir(tmp: Path, final: Path, meta: dict) -> Path:
-    atomic_write_json(tmp / "bench_model.json", meta)
-    if final.exists():  # another process won the race
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, final)
-    return final
-
-
-def _tmp_dir(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
-
-
-def _build_gguf(preset: ModelPreset, final: Path) -> Path:
+def _build_gguf(preset: ModelPreset, tmp: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _gguf_path(preset.source)
@@ -108,10 +88,9 @@ def _build_gguf(preset: ModelPreset, final: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = _tmp_dir(final)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    return _finish_dir(tmp, final, {"preset": preset.name, "source": preset.source, "gguf": gguf.name})
+    return {"preset": preset.name, "source": preset.source, "gguf": gguf.name}
 
 
 def prune_layers(model, keep: int):
@@ -133,19 +112,18 @@ def prune_layers(model, keep: int):
     return idx
 
 
-def _build_pruned(preset: ModelPreset, final: Path) -> Path:
+def _build_pruned(preset: ModelPreset, tmp: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     parent = ensure_model_dir(preset.source["parent"])
     model = AutoModelForCausalLM.from_pretrained(parent, dtype="float32")
     idx = prune_layers(model, int(preset.source["keep_layers"]))
-    tmp = _tmp_dir(final)
     model.save_pretrained(tmp, safe_serialization=True)
     AutoTokenizer.from_pretrained(parent).save_pretrained(tmp)
-    return _finish_dir(tmp, final, {"preset": preset.name, "parent": preset.source["parent"], "kept_layers": idx})
+    return {"preset": preset.name, "parent": preset.source["parent"], "kept_layers": idx}
 
 
-def _build_random(preset: ModelPreset, final: Path) -> Path:
+def _build_random(preset: ModelPreset, tmp: Path) -> dict:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -159,10 +137,9 @@ def _build_random(preset: ModelPreset, final: Path) -> Path:
     )
     torch.manual_seed(int(src.get("seed", 0)))
     model = LlamaForCausalLM(cfg)
-    tmp = _tmp_dir(final)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    return _finish_dir(tmp, final, {"preset": preset.name, "source": src})
+    return {"preset": preset.name, "source": src}
 
 
 _BUILDERS = {"gguf_wheel": _build_gguf, "pruned": _build_pruned, "random": _build_random}
@@ -174,10 +151,48 @@ def ensure_model_dir(name_or_path: str) -> Path | str:
     kind = preset.source.get("kind", "hf")
     if kind in ("hf", "local"):
         return preset.hf_id
-    final = cache_root() / "models" / preset.name
-    if (final / "bench_model.json").exists():
-        return final
-    return _BUILDERS[kind](preset, final)
+    from bench.stages import content_key, ensure_published
+
+    final = cache_root() / "models" / f"{preset.name}-{content_key(model_identity(preset.name))[:12]}"
+    return ensure_published(final, lambda tmp: _BUILDERS[kind](preset, tmp), marker="bench_model.json",
+                            what="converted model")
+
+
+BUILDER_VERSION = 2  # bump when a builder's output changes for the same inputs
+
+
+def model_identity(name_or_path: str) -> dict:
+    """What a model *is*, for cache keys: content, never just a name or a path string.
+
+    - a local directory: the digest of every file (weights, config, tokenizer), memoised by size and mtime;
+    - an embedded GGUF preset: the digest of the GGUF file and the preset's definition;
+    - a pruned / random preset: its definition and the identity of its parent / tokenizer source;
+    - a hub id: the id and, when it is in the local HF cache, the resolved commit (else `revision: null`)."""
+    from bench.integrity import dir_content_hash, source_hash
+
+    preset = resolve_preset(name_or_path)
+    kind = preset.source.get("kind", "hf")
+    if kind == "local":
+        return {"kind": "local", "content": dir_content_hash(preset.hf_id)}
+    if kind == "hf":
+        return {"kind": "hf", "hf_id": preset.hf_id, "revision": _cached_revision(preset.hf_id)}
+    out = {"kind": kind, "preset": preset.name, "source": preset.source, "builder": BUILDER_VERSION}
+    if kind == "gguf_wheel":
+        out["gguf"] = source_hash(_gguf_path(preset.source))
+    elif kind == "pruned":
+        out["parent"] = model_identity(preset.source["parent"])
+    elif kind == "random":
+        out["tokenizer"] = model_identity(preset.source["tokenizer_from"])
+    return out
+
+
+def _cached_revision(hf_id: str) -> str | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(hf_id, local_files_only=True)).name
+    except Exception:  # noqa: BLE001 - not cached locally (or no hub library): the id alone identifies it
+        return None
 
 
 def load_tokenizer(name_or_path: str):

@@ -19,13 +19,16 @@ from bench.data.bundle import DatasetBundle
 from bench.encoding import Encoder
 from bench.errors import BenchError
 from bench.generate import decode, make_generator
+from bench.identity import GENERATION_MODULES, SIGNAL_MODULES, code_version, method_code_version, result_preset
 from bench.method import Method
-from bench.models import check_same_vocab, load_model, load_tokenizer, resolve_preset, default_teacher_for
+from bench.models import (check_same_vocab, default_teacher_for, load_model, load_tokenizer, model_identity,
+                          resolve_preset)
 from bench.registry import get_method
 from bench.rundir import read_jsonl, write_jsonl
 from bench.signal_cache import SignalEntry, write_entry
 from bench.signals import compute_side_signals
-from bench.stages import build_stage, content_key, stage_path, token_hash
+from bench.paths import cache_root
+from bench.stages import build_stage, content_key, remove_owned, stage_path, token_hash
 from bench.trainer import TrainConfig, TrainData, train
 from bench.validation import make_validator
 
@@ -60,6 +63,7 @@ class Pipeline:
                 self._train_cfg(self.preset[role]).validate()
         self.timings: dict[str, float] = {}
         self._encoded: dict[str, list] = {}
+        self._identities: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ data
     def split_rows(self, split: str) -> list[dict]:
@@ -89,8 +93,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ model roles
     def base_key(self, name: str) -> dict:
-        p = resolve_preset(name)
-        return {"model": p.name, "source": p.source, "hf_id": p.hf_id}
+        if name not in self._identities:
+            self._identities[name] = {"model": resolve_preset(name).name if not Path(name).is_dir() else "local",
+                                      "identity": model_identity(name)}
+        return self._identities[name]
 
     def data_key(self, split: str) -> dict:
         return {"split": split, "hash": self.bundle.split_hash(split), "enc": content_key(self.enc.fingerprint())}
@@ -104,12 +110,13 @@ class Pipeline:
         if role in TEACHER_STAGES or role == "sft_student":
             sc = self.stage_cfg(role)
             if sc.get("path"):
-                return {"path": sc["path"]}
+                return {"path_content": self.base_key(str(sc["path"]))}
             init = {"ref_teacher": self.base_key(self.teacher), "sft_student": self.base_key(self.cfg.student)}.get(role)
             if init is None:
                 init = self.model_key("ref_teacher")
             split = {"ref_teacher": "sft", "sft_student": "sft"}.get(role, "pref_train")
-            return {"stage": role, "init": init, "data": self.data_key(split), "train": sc}
+            code = method_code_version(get_method(sc.get("method", "sft")))
+            return {"stage": role, "init": init, "data": self.data_key(split), "train": result_preset({"s": sc})["s"], "code": code}
         if role.startswith("run:"):
             return {"stage": role, "student": self.student_key_for(role[4:], {})}
         raise BenchError(f"unknown model role '{role}' (known: ref_teacher, dpo_teacher, chosen_teacher, "
@@ -120,10 +127,10 @@ class Pipeline:
         mcfg = method.make_config(settings)
         init = method.init_from(mcfg)
         p = self.preset
-        return {"method": method_name, "settings": mcfg.to_dict(),
+        return {"method": method_name, "settings": mcfg.to_dict(), "code": method_code_version(method),
                 "init": self.model_key("sft_student" if init == "reference" else init),
                 "teacher": self.model_key("dpo_teacher"), "data": self.data_key("pref_train"),
-                "train": self.stage_cfg("student"), "seed": self.cfg.seed, "k": self.k, "tau": self.tau,
+                "train": result_preset({"s": self.stage_cfg("student")})["s"], "seed": self.cfg.seed, "k": self.k, "tau": self.tau,
                 "select": {"by": p.get("select_by"), "n": p.get("val_prompts"), "rm": p.get("rm_model"),
                            "val": self.data_key("pref_val")},
                 "generation": p.get("generation")}
@@ -172,12 +179,13 @@ class Pipeline:
             self.model_dir(init)
         t0 = time.perf_counter()  # this stage alone, not the stages it needed
         model = self.load(init)
-        work = stage_path(role, self.model_key(role)).with_suffix(".work")
+        key = self.model_key(role)
+        work = stage_path(role, key).with_suffix(".work")  # ours alone: the caller holds this stage's lock
         result = train(model, method, mcfg, data, self._train_cfg(sc), pad_id=self.tok.pad_token_id, work_dir=work,
-                       resume=True, desc=role)
+                       resume=True, desc=role, fingerprint={"stage": content_key(key)})
         shutil.copytree(result.final_dir, out, dirs_exist_ok=True)
         self.tok.save_pretrained(out)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_owned(work, cache_root(), None)
         self.timings[role] = time.perf_counter() - t0
         return {"steps": result.steps, "seconds": result.seconds, "tokens_per_s": result.tokens_per_s,
                 "final_loss": result.history[-1]["loss"] if result.history else None}
@@ -195,9 +203,11 @@ class Pipeline:
     def _train_dependency_run(self, method_name: str, out: Path) -> dict:
         sub = Pipeline(RunConfig(**{**self.cfg.to_dict(), "method": method_name, "method_settings": {},
                                     "eval_suite": ()}))
-        final, result, _ = sub.train_student(out.parent / f".{out.name}.work")
+        work = stage_path("student_run", self.model_key(f"run:{method_name}")).with_suffix(".work")
+        final, result, _ = sub.train_student(work, resume=True)  # ours alone: the caller holds the stage lock
         shutil.copytree(final, out, dirs_exist_ok=True)
         self.tok.save_pretrained(out)
+        remove_owned(work, cache_root(), None)
         self.timings.update({f"{method_name}:{k}": v for k, v in sub.timings.items()})
         return {"method": method_name, "steps": result.steps}
 
@@ -206,7 +216,8 @@ class Pipeline:
         prompts = self.prompts(split)
         max_new = self.enc.max_response_len
         gen_cfg = self.preset.get("generation", {})
-        key = {"model": self.model_key(role), "prompts": token_hash(prompts), "max_new": max_new, "gen": gen_cfg}
+        key = {"model": self.model_key(role), "prompts": token_hash(prompts), "max_new": max_new, "gen": gen_cfg,
+               "code": code_version(*GENERATION_MODULES)}
 
         def build(tmp: Path) -> dict:
             self.model_dir(role)  # train the generator first, outside this stage's timer
@@ -228,23 +239,21 @@ class Pipeline:
     def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str]) -> SignalEntry:
         pairs = self.side_pairs(split, side, alias)
         key = {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
-               "tokenizer": content_key(self.enc.fingerprint())}
+               "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES)}
         final = stage_path("signals", key)
-        if not (final / "manifest.json").exists():
+
+        def fill(writers):
             self.model_dir(role)  # train the model first, outside this stage's timer
             t0 = time.perf_counter()
             model = self.load(role)
-
-            def fill(writers):
-                compute_side_signals(model, pairs, writers, k=self.k, tau=self.tau, pad_id=self.tok.pad_token_id,
-                                     batch_size=self.infer_bs, model_key=content_key(self.model_key(role)),
-                                     desc=f"signals {role} on {split}/{side}")
-
-            write_entry(final, key, fill)
+            compute_side_signals(model, pairs, writers, k=self.k, tau=self.tau, pad_id=self.tok.pad_token_id,
+                                 batch_size=self.infer_bs, model_key=content_key(self.model_key(role)),
+                                 desc=f"signals {role} on {split}/{side}")
             self.timings[f"signals:{role}:{side}"] = time.perf_counter() - t0
             del model
             gc.collect()
-        return SignalEntry(final)
+
+        return SignalEntry(write_entry(final, key, fill))
 
     def train_data(self, method: Method, mcfg, split: str, alias: dict[str, str]) -> TrainData:
         sides = {side: self.side_pairs(split, side, alias) for side in method.sides(mcfg)}
@@ -279,6 +288,8 @@ class Pipeline:
         validator = make_validator(self, method)
         result = train(model, method, mcfg, data, self._train_cfg(self.stage_cfg("student"), self.cfg.seed),
                        pad_id=self.tok.pad_token_id, work_dir=work_dir, ref_model=ref, evaluate=validator,
-                       resume=resume, desc=f"train {method.name}")
+                       resume=resume, desc=f"train {method.name}",
+                       fingerprint={"student": content_key(self.student_key_for(self.cfg.method,
+                                                                                 self.cfg.method_settings))})
         self.timings[f"train:{method.name}"] = time.perf_counter() - t0
         return result.final_dir, result, mcfg

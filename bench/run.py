@@ -1,11 +1,19 @@
 """`bench run`: stages → training → checkpoint selection → generations → evaluation, into one run directory.
 
-Run directory: manifest.json (config, versions, data hashes, seed, git commit, stage keys, timings),
-metrics.json, generations.jsonl (greedy, test prompts), checkpoint/ (HF safetensors), train_log.json.
+Run directory: manifest.json (config, versions, content hashes, seed, git commit, stage keys, timings),
+metrics.json, generations.jsonl (greedy, test prompts), checkpoint/ (HF safetensors), train_log.json, and the
+marker .bench-run.json (identity, state, checksums; see bench/rundir.py).
+
+Identity. A run is identified by the hash of everything that determines its result: the method and its resolved
+settings, the code version of its loss and of the trainer, the content of the data (every split it reads), the
+content of the student and teacher models, the resolved run preset with every `--set` override, and the seed.
+The default run name ends with that hash, so a changed input gives a new run and never reuses an old one; a name
+given with `--name` that already holds a run of another identity is refused with what changed.
 """
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import shutil
 import subprocess
@@ -15,11 +23,14 @@ from pathlib import Path
 
 from bench.config import RunConfig
 from bench.errors import BenchError
+from bench.faults import fault_point
 from bench.generate import decode, make_generator
+from bench.identity import diff_parts, result_preset
 from bench.paths import REPO_ROOT
 from bench.progress import console
-from bench.rundir import RunDir, atomic_write_json, write_jsonl
-from bench.stages import build_stage, content_key
+from bench.rundir import (MARKER, RunDir, atomic_write_json, prepare_runs_dir, run_path, sanitize_name,
+                          validate_run_name, write_jsonl)
+from bench.stages import build_stage, content_key, remove_owned
 
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "safetensors", "prefdistill-bench", "lm_eval",
             "alpaca_eval", "fschat", "openai")
@@ -43,50 +54,149 @@ def git_commit() -> str | None:
         return None
 
 
-def run_name(cfg: RunConfig) -> str:
-    if cfg.run_name:
-        return cfg.run_name
-    key = content_key({"settings": cfg.method_settings, "overrides": cfg.stage_overrides, "preset": cfg.preset,
-                       "teacher": cfg.teacher})[:8]
-    safe = lambda s: str(s).replace("/", "_")  # noqa: E731
-    return f"{cfg.method}-{safe(cfg.student)}-{safe(cfg.dataset)}-s{cfg.seed}-{key}"
+def run_identity(pipe, cfg: RunConfig) -> tuple[str, dict]:
+    """(hash, parts): every input of the run's result, by content (see the module docstring)."""
+    parts = {"method": cfg.method, "student": pipe.student_key_for(cfg.method, cfg.method_settings),
+             "preset": result_preset(pipe.preset), "test": pipe.data_key("test"), "student_model": pipe.base_key(cfg.student),
+             "teacher_model": pipe.base_key(pipe.teacher)}
+    return content_key(parts), parts
+
+
+def default_run_name(cfg: RunConfig, identity: str) -> str:
+    prefix = sanitize_name(f"{cfg.method}-{cfg.student}-{cfg.dataset}-s{cfg.seed}")[:180]
+    return f"{prefix}-{identity[:8]}"
+
+
+def _describe_changes(old: dict | None, new: dict) -> str:
+    changed = diff_parts(old or {}, new)
+    shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    return shown or "unknown (no record)"
+
+
+def _claim(run: RunDir, runs: Path, identity: str, parts: dict, resume: bool) -> bool:
+    """Make `run` this process's run of `identity` (under the run lock). True: a finished run to reuse."""
+    if not run.path.exists():
+        run.path.mkdir()
+        run.begin(identity, parts)
+        return False
+    marker = run.marker()
+    if marker is None:
+        if any(run.path.iterdir()):
+            raise BenchError(f"{run.path} exists and is not a bench run directory (no {MARKER}: made by hand or by "
+                             "an older version); pass another --name or move it away")
+        run.begin(identity, parts)
+        return False
+    finished = marker.get("state") == "finished"
+    if marker.get("identity") != identity:
+        raise BenchError(f"{run.path} holds {'a finished' if finished else 'an unfinished'} run of a different "
+                         f"configuration (changed: {_describe_changes(marker.get('parts'), parts)}); pass another "
+                         "--name, or move that run away")
+    if finished:
+        run.verify()
+        if run.work_path.exists():  # left by a process killed after finishing: the run's own scratch space
+            remove_owned(run.work_path, run.path, None)
+        console.print(f"[green]run {run.path} is complete; reusing it (move it away to retrain)")
+        return True
+    if resume:
+        console.print(f"[yellow]resuming the unfinished run {run.path}")
+        return False
+    console.print(f"[yellow]{run.path} holds an unfinished run of this configuration (an interrupted process); "
+                  "starting it over (pass --resume to continue from its last saved state)")
+    remove_owned(run.path, runs, MARKER)
+    run.path.mkdir()
+    run.begin(identity, parts)
+    return False
+
+
+def _has_state(run: RunDir) -> bool:
+    from bench.checkpoint import latest_state
+
+    return latest_state(run.work_path) is not None
+
+
+def _abandon(run: RunDir, runs: Path, cfg: RunConfig, err: BaseException) -> None:
+    """A failed run keeps only what a `--resume` can use; otherwise nothing of it is left behind."""
+    marker = run.marker() if run.marker_path.exists() else None
+    if not run.path.exists() or (marker or {}).get("state") != "running":
+        return  # a finished run is never removed
+    if _has_state(run):
+        console.print(f"[yellow]the unfinished run is kept in {run.path}; continue it with: {resume_command(cfg)}")
+        return
+    try:
+        remove_owned(run.path, runs, MARKER)
+    except (BenchError, OSError):
+        pass
+
+
+def resume_command(cfg: RunConfig) -> str:
+    import shlex
+    import sys
+
+    args = [a for a in sys.argv[1:] if a != "--resume"] if sys.argv[1:2] == ["run"] else ["run", "--method",
+                                                                                           cfg.method]
+    return "bench " + " ".join(shlex.quote(a) for a in args) + " --resume"
 
 
 def run_pipeline(cfg: RunConfig) -> RunDir:
     from bench.pipeline import Pipeline
 
     t0 = time.perf_counter()
+    if cfg.run_name is not None:
+        validate_run_name(cfg.run_name)
+    check_runs_dir(cfg.runs_dir)
     pipe = Pipeline(cfg)
-    run = RunDir(Path(cfg.runs_dir) / run_name(cfg))
-    if run.metrics_path.exists() and (run.checkpoint_path / "config.json").exists():
-        console.print(f"[green]run {run.path} is complete; reusing it (delete it to retrain)")
-    else:
-        if run.path.exists() and not cfg.resume:
-            shutil.rmtree(run.path)
-        run.path.mkdir(parents=True, exist_ok=True)
-        _train_and_write(pipe, cfg, run)
-    if cfg.eval_suite:
-        from bench.evaluators.run import run_evaluators
+    identity, parts = run_identity(pipe, cfg)
+    runs = prepare_runs_dir(cfg.runs_dir)
+    run = RunDir(run_path(runs, cfg.run_name or default_run_name(cfg, identity)))
+    with run.lock():
+        if not _claim(run, runs, identity, parts, cfg.resume):
+            try:
+                _train_and_write(pipe, cfg, run, identity)
+            except BaseException as e:
+                _abandon(run, runs, cfg, e)
+                raise
+        if cfg.eval_suite:
+            from bench.evaluators.run import run_evaluators
 
-        run_evaluators([run.path], list(cfg.eval_suite), {}, None)
+            run_evaluators([run.path], list(cfg.eval_suite), {}, None)
     console.print(f"[bold]{run.path}[/] done in {time.perf_counter() - t0:.0f}s")
     return run
 
 
-def _train_and_write(pipe, cfg: RunConfig, run: RunDir) -> None:
+def check_runs_dir(runs: str | Path) -> None:
+    """Fail before any work when `--runs` cannot hold runs (not a directory, or not writable)."""
+    p = Path(runs).expanduser()
+    if p.exists():
+        prepare_runs_dir(p)
+        return
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise BenchError(f"cannot create --runs {p}: {parent} is not a writable directory; pass a writable "
+                         "directory with --runs")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
     from bench.evaluators import EvalContext, get_evaluator
 
-    final, result, mcfg = pipe.train_student(run.path / "work", resume=cfg.resume)
+    final, result, mcfg = pipe.train_student(run.work_path, resume=cfg.resume)
     tmp_ckpt = run.path / ".checkpoint.tmp"
-    shutil.rmtree(tmp_ckpt, ignore_errors=True)
+    if tmp_ckpt.exists():
+        remove_owned(tmp_ckpt, run.path, None)
     shutil.copytree(final, tmp_ckpt)
     pipe.tok.save_pretrained(tmp_ckpt)
-    shutil.rmtree(run.checkpoint_path, ignore_errors=True)
+    fault_point("final-copy")
+    if run.checkpoint_path.exists():
+        remove_owned(run.checkpoint_path, run.path, None)
     tmp_ckpt.rename(run.checkpoint_path)
-    shutil.rmtree(run.path / "work", ignore_errors=True)
-    if not cfg.method_settings:  # a default-settings run can serve as `run:<method>` (e.g. ADPA+'s DCKD init)
-        build_stage("student_run", pipe.model_key(f"run:{cfg.method}"),
-                    lambda tmp: (shutil.copytree(run.checkpoint_path, tmp, dirs_exist_ok=True), {"from_run": str(run.path)})[1])
 
     t0 = time.perf_counter()
     from bench.models import load_model
@@ -95,13 +205,14 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir) -> None:
     rows = pipe.split_rows("test")
     gen = make_generator(pipe.preset.get("generation", {}).get("backend", "hf"), model, pipe.tok,
                          batch_size=pipe.infer_bs)
+    fault_point("test-generation")
     outs = gen.generate(pipe.prompts("test"), pipe.enc.max_response_len, desc="generate test")
     write_jsonl(run.generations_path, [{"id": r["id"], "prompt": r["prompt"], "response": decode(pipe.tok, o),
                                         "meta": r.get("meta", {})} for r, o in zip(rows, outs)])
     pipe.timings["generate:test"] = time.perf_counter() - t0
     atomic_write_json(run.path / "train_log.json", {"history": result.history, "evals": result.evals,
                                                     "seconds": result.seconds, "tokens_per_s": result.tokens_per_s})
-    atomic_write_json(run.manifest_path, manifest(pipe, cfg, mcfg, run, result))
+    atomic_write_json(run.manifest_path, manifest(pipe, cfg, mcfg, run, result, identity))
     ctx = EvalContext(settings={"model": model})
     metrics = {"train": {"steps": result.steps, "seconds": round(result.seconds, 2),
                          "tokens_per_s": round(result.tokens_per_s, 1),
@@ -113,17 +224,25 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir) -> None:
         except BenchError as e:
             console.print(f"[yellow]{name} skipped: {e}")
     atomic_write_json(run.metrics_path, metrics)
+    fault_point("run-publish")
+    run.finish()
+    remove_owned(run.work_path, run.path, None)  # the resumable state goes only once everything is written
+    if not cfg.method_settings:  # a default-settings run can serve as `run:<method>` (e.g. ADPA+'s DCKD init)
+        build_stage("student_run", pipe.model_key(f"run:{cfg.method}"),
+                    lambda tmp: (shutil.copytree(run.checkpoint_path, tmp, dirs_exist_ok=True,
+                                                 copy_function=_link_or_copy), {"from_run": str(run.path)})[1])
 
 
-def manifest(pipe, cfg: RunConfig, mcfg, run: RunDir, result) -> dict:
+def manifest(pipe, cfg: RunConfig, mcfg, run: RunDir, result, identity: str) -> dict:
     return {
-        "run_id": run.path.name, "method": cfg.method, "student": cfg.student, "teacher": pipe.teacher,
-        "dataset": cfg.dataset, "seed": cfg.seed, "preset": cfg.preset,
+        "run_id": run.path.name, "identity": identity, "method": cfg.method, "student": cfg.student,
+        "teacher": pipe.teacher, "dataset": cfg.dataset, "seed": cfg.seed, "preset": cfg.preset,
         "config": cfg.to_dict(), "method_settings": mcfg.to_dict(), "run_preset": pipe.preset,
         "versions": versions(), "data_hashes": pipe.bundle.hashes(), "dataset_version": pipe.bundle.version,
+        "model_identities": {"student": pipe.base_key(cfg.student), "teacher": pipe.base_key(pipe.teacher)},
         "suite_version": pipe.bundle.version if pipe.bundle.name == "embedded" else None,
         "git_commit": git_commit(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "truncation": pipe.enc.stats.to_dict(), "timings": {k: round(v, 2) for k, v in pipe.timings.items()},
         "selected_step": next((e["step"] for e in result.evals if e.get("selected")), result.steps),
-        "student_path": str(run.checkpoint_path.resolve()), "teacher_path": pipe.built_path("dpo_teacher"),
+        "student_path": "checkpoint", "teacher_path": pipe.built_path("dpo_teacher"),
     }

@@ -10,7 +10,6 @@ from the memory-mapped file (`safe_open(...).get_slice`).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -18,7 +17,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from bench.errors import BenchError
-from bench.rundir import atomic_write_json
+from bench.integrity import read_json
+
+MARKER = "manifest.json"
 
 KIND_FIELDS = {
     "topk": ("topk_ids", "topk_logps", "tail"),
@@ -65,10 +66,8 @@ class SignalEntry:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        manifest = self.path / "manifest.json"
-        if not manifest.exists():
-            raise BenchError(f"signal cache entry {path} is incomplete; delete it and rerun")
-        self.manifest = json.loads(manifest.read_text())
+        self.manifest = read_json(self.path / MARKER, "signal cache entry manifest",
+                                  "run `bench cache verify --fix` to rebuild it")
         self._index: dict[str, list[tuple[int, object, torch.Tensor]]] = {}
 
     def _shards(self, kind: str):
@@ -102,20 +101,17 @@ def bytes_per_token(entry: SignalEntry) -> dict[str, float]:
 
 
 def write_entry(final: Path, key: dict, fill, shard_size: int = 4096) -> Path:
-    """Build an entry in a temp dir with `fill(writers)`, then rename it into place atomically."""
-    from bench.stages import publish_dir
+    """Build an entry in a temp dir with `fill(writers)`, then rename it into place atomically (under the entry's
+    lock, with a checksum of every shard in manifest.json; a corrupt entry is rebuilt: `bench.stages`)."""
+    from bench.stages import ensure_published
 
-    final = Path(final)
-    if (final / "manifest.json").exists():
-        return final
-
-    def build(tmp: Path) -> None:
+    def build(tmp: Path) -> dict:
         writers = {kind: ShardWriter(tmp, kind, shard_size) for kind in KIND_FIELDS}
         fill(writers)
         kinds = {}
         for kind, w in writers.items():
             w.flush()
             kinds[kind] = {"shards": w.shards, "bytes": w.bytes, "rows": sum(s["rows"] for s in w.shards)}
-        atomic_write_json(tmp / "manifest.json", {"key": key, "kinds": kinds})
+        return {"key": key, "kinds": kinds}
 
-    return publish_dir(final, build)
+    return ensure_published(Path(final), build, marker=MARKER, what="signal cache entry", fault="signal-write")

@@ -1,16 +1,31 @@
-"""Content-addressed stage cache: a stage's output directory is named by the hash of everything it depends on,
-built in a temp dir and renamed into place, so a finished stage is reused and a killed one leaves nothing."""
+"""Content-addressed stage cache: a stage's output directory is named by the hash of everything it depends on.
+
+Every published directory (a stage, a signal entry, a converted model, a reward model, ...) follows one protocol,
+`ensure_published`:
+* one cross-process lock per directory (bench.locks): a second process waits, then reuses the result;
+* built in a fresh temp dir beside the final one and renamed into place in one step, so the final name only ever
+  holds a complete result; temp dirs left by a killed builder are removed by the next lock holder (no pid checks:
+  whoever holds the lock is the only builder there can be);
+* a marker file (e.g. stage.json) written last records the checksum of every file; every reuse verifies them
+  (memoised per process) and a corrupt directory is rebuilt with a warning line instead of being used.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Callable
 
+from bench.errors import BenchError
+from bench.faults import fault_point
+from bench.integrity import check_files, read_json, record_files
+from bench.locks import locked
 from bench.paths import cache_root
 from bench.rundir import atomic_write_json
+
+STAGE_MARKER = "stage.json"
 
 
 def content_key(obj) -> str:
@@ -21,54 +36,85 @@ def stage_path(kind: str, key: dict) -> Path:
     return cache_root() / "stages" / kind / content_key(key)
 
 
-def is_done(path: Path) -> bool:
-    return (path / "stage.json").exists()
+def lock_file(final: Path) -> Path:
+    return Path(final).parent / ".locks" / f"{Path(final).name}.lock"
 
 
-def publish_dir(final: Path, build: Callable[[Path], None]) -> Path:
-    """Run `build(tmp)` in a fresh temp dir beside `final`, then rename it into place. On any failure (Ctrl-C
-    included) the temp dir is removed; if another process published `final` first, its result is kept."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(final)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+def is_done(path: Path, marker: str = STAGE_MARKER) -> bool:
+    return (Path(path) / marker).exists()
+
+
+def remove_owned(path: Path, root: Path, marker: str | None) -> None:
+    """Delete `path` only if it lies strictly inside `root` (after resolving links) and, when `marker` is given,
+    holds that marker file: the only directories the harness ever deletes are ones it proved are its own."""
+    path, root = Path(path), Path(root)
+    if path.is_symlink():
+        raise BenchError(f"refusing to delete {path}: it is a symbolic link, not a directory the harness made")
+    real, real_root = path.resolve(), root.resolve()
+    if real == real_root or real_root not in real.parents:
+        raise BenchError(f"refusing to delete {path}: it is not inside {root}")
+    if marker is not None and not (real / marker).exists():
+        raise BenchError(f"refusing to delete {path}: it has no {marker}, so it is not the harness's own")
+    shutil.rmtree(real)
+
+
+def _clear_leftovers(final: Path) -> None:
+    """Under the lock: temp dirs of `final` can only be left by a builder that died."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def problems(final: Path, marker: str = STAGE_MARKER) -> list[str]:
+    """Why the published directory `final` cannot be trusted ([] when it is complete and every checksum holds)."""
     try:
-        build(tmp)
-        if final.exists():
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        meta = read_json(Path(final) / marker, "marker", "")
+    except BenchError as e:
+        return [str(e).rstrip("; ")]
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        return [f"{marker} has no checksum record (made by an older version)"]
+    return check_files(final, files)
+
+
+def ensure_published(final: Path, build: Callable[[Path], dict | None], *, marker: str = STAGE_MARKER,
+                     what: str = "stage", fault: str = "stage-build") -> Path:
+    """Return the verified directory `final`, building it first (under its lock) if it is missing or corrupt.
+
+    `build(tmp)` fills the temp dir and returns metadata; the marker file gets that metadata plus the checksum of
+    every file, and is written last."""
+    final = Path(final)
+    if is_done(final, marker) and not problems(final, marker):
+        return final
+    with locked(lock_file(final), f"{what} {final.name}"):
+        if is_done(final, marker):
+            bad = problems(final, marker)
+            if not bad:
+                return final  # another process built it while we waited
+            from bench.progress import console
+
+            console.print(f"[yellow]warning: {what} {final} is corrupt ({bad[0]}); rebuilding it")
+            remove_owned(final, final.parent, marker)
+        elif final.exists():  # a directory without a marker under our name: never ours to trust or delete
+            raise BenchError(f"{final} exists but is not a complete {what} (no {marker}); move it away and rerun")
+        _clear_leftovers(final)
+        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir(parents=True)
+        try:
+            meta = build(tmp) or {}
+            atomic_write_json(tmp / marker, {**meta, "files": record_files(tmp, exclude=(marker,))})
+            fault_point(fault)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return final
 
 
 def build_stage(kind: str, key: dict, build: Callable[[Path], dict | None]) -> Path:
-    """Return the stage dir for `key`, calling `build(tmp_dir)` first if it is not cached yet."""
-    final = stage_path(kind, key)
-    if is_done(final):
-        return final
-
-    def run(tmp: Path) -> None:
-        info = build(tmp) or {}
-        atomic_write_json(tmp / "stage.json", {"kind": kind, "key": key, **info})
-
-    return publish_dir(final, run)
-
-
-def remove_stale_tmp(final: Path) -> None:
-    """Delete temp dirs of `final` left by killed processes (their pid no longer runs)."""
-    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
+    """Return the stage dir for `key`, calling `build(tmp_dir)` first if it is not cached (or is corrupt)."""
+    return ensure_published(stage_path(kind, key), lambda tmp: {"kind": kind, "key": key, **(build(tmp) or {})},
+                            what=f"{kind} stage")
 
 
 def token_hash(pairs) -> str:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from bench.checkpoint import has_state, load_state, save_state
+from bench.checkpoint import latest_state, load_state, save_state
 from bench.errors import BenchError
 from bench.forward import pad_batch, packed_forward
 from bench.method import LossBatch, Method
@@ -57,6 +57,14 @@ class TrainConfig:
         for name, ok, what in rules:
             if not ok:
                 raise BenchError(f"training setting {name}={getattr(self, name)!r} is invalid; it must be {what}")
+
+
+OPERATIONAL_KEYS = ("save_every", "log_every", "keep_checkpoints")  # change how a run is kept, not its result
+
+
+def result_settings(train: dict) -> dict:
+    """Training settings that determine the result (identity keys leave out the operational ones)."""
+    return {k: v for k, v in train.items() if k not in OPERATIONAL_KEYS}
 
 
 @dataclass
@@ -120,7 +128,11 @@ def loss_batch(model, ref_model, batches, signals, device) -> LossBatch:
 
 
 def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pad_id: int, work_dir: Path,
-          ref_model=None, evaluate: Callable | None = None, resume: bool = False, desc: str = "train") -> TrainResult:
+          ref_model=None, evaluate: Callable | None = None, resume: bool = False, desc: str = "train",
+          fingerprint: dict | None = None) -> TrainResult:
+    """Train `model` with `method`'s loss. The caller owns `work_dir` (it holds the run's or stage's lock) and
+    deletes it once the result is safely stored: the resumable state stays there until then. `fingerprint`
+    identifies the training configuration; `resume=True` refuses a saved state with another fingerprint."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
@@ -139,11 +151,15 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
         ref_model.eval().requires_grad_(False).to(accel.device)
     model, opt = accel.prepare(model, opt)
     step, history, evals = 0, [], []
-    state_dir = work_dir / "state"
-    if resume and has_state(state_dir):
-        step, extra = load_state(state_dir, accel.unwrap_model(model), opt, sched)
+    fingerprint = {"method": method.name, "settings": mcfg.to_dict(), "train": result_settings(vars(tcfg)), "n": data.n,
+                   "total_steps": total, **(fingerprint or {})}
+    state = latest_state(work_dir) if resume else None
+    if state is not None:
+        step, extra = load_state(state, accel.unwrap_model(model), opt, sched, fingerprint)
         history, evals = extra.get("history", []), extra.get("evals", [])
         console.print(f"[yellow]{desc}: resuming at step {step}/{total}")
+    elif resume:
+        console.print(f"[yellow]{desc}: no saved training state to resume; starting at step 0")
     eval_every = tcfg.eval_every or total
 
     def order_for(epoch: int) -> list[int]:
@@ -182,22 +198,22 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
             bar.advance(1, tokens=sum(b.n_tokens for b in batches.values()), loss=logs["loss"])
             if evaluate is not None and (step % eval_every == 0 or step == total):
                 evals.append(_evaluate_and_keep(accel.unwrap_model(model), evaluate, step, work_dir))
-            if tcfg.save_every and step % tcfg.save_every == 0 and step < total:
-                save_state(state_dir, accel.unwrap_model(model), opt, sched, step,
-                           {"history": history, "evals": evals})
+            if tcfg.save_every and (step % tcfg.save_every == 0 or step == total):
+                save_state(work_dir, accel.unwrap_model(model), opt, sched, step,
+                           {"history": history, "evals": evals}, fingerprint)
     seconds = time.perf_counter() - t0
     final = _select_final(accel.unwrap_model(model), evals, work_dir, tcfg.keep_checkpoints)
-    shutil.rmtree(state_dir, ignore_errors=True)
     return TrainResult(step, history, evals, final, seconds, tokens)
 
 
 def _evaluate_and_keep(model, evaluate: Callable, step: int, work_dir: Path) -> dict:
     result = {"step": step, **evaluate(model)}
-    ckpt = work_dir / "checkpoints" / f"step-{step:06d}"
+    rel = f"checkpoints/step-{step:06d}"  # stored relative to the work dir: a resume may run from another cwd
+    ckpt = work_dir / rel
     if ckpt.exists():
         shutil.rmtree(ckpt)
     model.save_pretrained(ckpt, safe_serialization=True)
-    result["checkpoint"] = str(ckpt)
+    result["checkpoint"] = rel
     return result
 
 
@@ -208,7 +224,7 @@ def _select_final(model, evals: list[dict], work_dir: Path, keep: bool) -> Path:
         shutil.rmtree(final)
     if evals:
         best = max(evals, key=lambda e: (e["score"], e["step"]))
-        shutil.copytree(best["checkpoint"], final)
+        shutil.copytree(work_dir / best["checkpoint"], final)
         for e in evals:
             e["selected"] = e is best
         if not keep:

@@ -263,8 +263,8 @@ def test_killed_run_resumes_to_the_same_model(tiny_dpo_run, tiny_run_config, tmp
     ref, cfg = tiny_dpo_run
     original = trainer_mod.save_state
 
-    def save_then_die(directory, model, opt, sched, step, extra):
-        original(directory, model, opt, sched, step, extra)
+    def save_then_die(directory, model, opt, sched, step, extra, fingerprint=None):
+        original(directory, model, opt, sched, step, extra, fingerprint)
         if step == 2:
             raise KeyboardInterrupt
 
@@ -274,7 +274,7 @@ def test_killed_run_resumes_to_the_same_model(tiny_dpo_run, tiny_run_config, tmp
         run_pipeline(tiny_run_config(runs))
     monkeypatch.setattr(trainer_mod, "save_state", original)
     killed = runs / ref.path.name
-    assert (killed / "work" / "state" / "state.json").exists() and not (killed / "metrics.json").exists()
+    assert (killed / "work" / "state-00000002" / "state.json").exists() and not (killed / "metrics.json").exists()
 
     resumed = run_pipeline(tiny_run_config(runs, resume=True))
     assert resumed.path == killed

@@ -50,7 +50,9 @@ def test_build_stage_builds_once_then_reuses(tmp_path):
     key = {"unit": "build-once", "nonce": str(tmp_path)}
     path = build_stage("unit_test_kind", key, build)
     assert is_done(path) and (path / "out.txt").read_text() == "hello"
-    assert json.loads((path / "stage.json").read_text()) == {"kind": "unit_test_kind", "key": key, "n": 1}
+    meta = json.loads((path / "stage.json").read_text())
+    assert {k: meta[k] for k in ("kind", "key", "n")} == {"kind": "unit_test_kind", "key": key, "n": 1}
+    assert meta["files"]["out.txt"]["size"] == 5  # every file's checksum is recorded
     assert calls[0] != path and not calls[0].exists()  # built in a temp dir, renamed into place
     assert build_stage("unit_test_kind", key, build) == path
     assert len(calls) == 1
@@ -71,19 +73,21 @@ def test_failed_or_interrupted_build_leaves_nothing(tmp_path):
         assert not list(final.parent.glob(f".{final.name}.tmp-*"))
 
 
-def test_stale_temp_dirs_of_dead_processes_are_removed(tmp_path):
+def test_temp_dirs_left_by_killed_builders_are_removed_under_the_lock(tmp_path):
+    """Whoever holds a stage's lock is its only possible builder, so every temp dir of that stage is a leftover
+    (no pid checks, which would be wrong on a filesystem shared by several nodes)."""
     key = {"unit": "stale", "nonce": str(tmp_path)}
     final = stage_path("unit_test_kind", key)
     final.parent.mkdir(parents=True, exist_ok=True)
-    dead = final.parent / f".{final.name}.tmp-999999999"  # no such pid
-    alive = final.parent / f".{final.name}.tmp-{os.getppid()}"  # another live process may still be writing
-    for d in (dead, alive):
+    left = [final.parent / f".{final.name}.tmp-{n}" for n in ("999999999", str(os.getppid()), "0a1b2c")]
+    other = final.parent / f".other.tmp-{os.getppid()}"  # another stage's temp dir is not touched
+    for d in (*left, other):
         d.mkdir()
     try:
         build_stage("unit_test_kind", key, lambda tmp: None)
-        assert not dead.exists() and alive.exists() and is_done(final)
+        assert not any(d.exists() for d in left) and other.exists() and is_done(final)
     finally:
-        shutil.rmtree(alive, ignore_errors=True)
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def test_signal_entry_cleans_stale_temp_dirs(tmp_path):

@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from bench.errors import BenchError
+from bench.rundir import atomic_write_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="prefdistill-bench: preference distillation, trained and scored the way the papers do.")
@@ -96,25 +97,79 @@ def leaderboard(
     from leaderboard.collect import collect
     from leaderboard.render import plot as plot_fn, radar as radar_fn, to_csv, to_json, to_markdown, to_rich
 
+    renderers = {"md": to_markdown, "csv": to_csv, "json": to_json}
+    if fmt != "table" and fmt not in renderers:
+        _fail(f"--format {fmt!r} is invalid; use table, md, csv or json")
+    for opt, path in (("--output", output), ("--plot", plot), ("--radar", radar)):
+        check_output_path(opt, path)
     rows = collect(runs)
     if not rows:
-        _fail(f"no runs under {runs}; train one with `bench run --method dpo`")
-    renderers = {"md": to_markdown, "csv": to_csv, "json": to_json}
+        _fail(f"no finished runs under {runs}; train one with `bench run --method dpo`")
     if fmt == "table":
         from rich.console import Console
 
         Console(width=200).print(to_rich(rows))
-    elif fmt in renderers:
+        if output:
+            import io
+
+            buf = io.StringIO()
+            Console(file=buf, width=200, color_system=None).print(to_rich(rows))
+            atomic_write_text(output, buf.getvalue())
+    else:
         text = renderers[fmt](rows)
         if output:
-            Path(output).write_text(text)
+            atomic_write_text(output, text)
         typer.echo(text)
-    else:
-        _fail(f"--format {fmt!r} is invalid; use table, md, csv or json")
     if plot:
         typer.echo(f"plot: {plot_fn(rows, plot)}", err=True)
     if radar:
         typer.echo(f"radar: {radar_fn(rows, radar)}", err=True)
+
+
+def check_output_path(option: str, path: Optional[Path]) -> None:
+    """An output file's folder must exist and the path must not be a folder (one error line otherwise)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        _fail(f"{option} {path} is a directory; pass a file path")
+    if not path.parent.is_dir():
+        _fail(f"{option} {path}: folder {path.parent} does not exist; create it first or pass another path")
+
+
+cache_app = typer.Typer(help="Inspect and check the content-addressed cache ($BENCH_CACHE).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("verify")
+def cache_verify(
+    fix: bool = typer.Option(False, help="delete corrupt cache entries (they are rebuilt on next use)"),
+    runs: Optional[Path] = typer.Option(None, help="also check every run directory under this folder"),
+):
+    """Check every cached stage, signal entry and model (and, with --runs, every run) against its checksums."""
+    from bench.cache_admin import verify_cache
+    from bench.paths import cache_root
+
+    n, bad = verify_cache(fix=fix)
+    for path, problem in bad:
+        typer.echo(f"CORRUPT {path}: {problem}" + ("  -> deleted, rebuilt on next use" if fix else ""))
+    n_runs, bad_runs = 0, 0
+    if runs is not None:
+        from leaderboard.collect import find_runs
+        from bench.rundir import RunDir
+
+        for p in find_runs(runs):
+            n_runs += 1
+            try:
+                RunDir.open(p, verify="all")
+            except BenchError as e:
+                bad_runs += 1
+                typer.echo(f"CORRUPT {p}: {e}")
+    typer.echo(f"checked {n} cache entries in {cache_root()}" + (f" and {n_runs} runs" if runs else "") +
+               f": {len(bad) + bad_runs} corrupt" + ("" if fix or not bad else "; `bench cache verify --fix` "
+                                                     "deletes the corrupt cache entries"))
+    if bad_runs or (bad and not fix):
+        raise typer.Exit(1)
 
 
 @app.command("eval")
@@ -172,6 +227,11 @@ def main():
     except KeyboardInterrupt:
         typer.echo("interrupted; rerun with --resume to continue", err=True)
         sys.exit(130)
+    except OSError as e:  # disk full, permission denied, ... on a path the checks above could not foresee
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        typer.echo(f"error: {e.strerror or e.__class__.__name__}{where}; free space or fix the permissions, then "
+                   "rerun (finished stages and runs are kept)", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
 """Read run directories (and nothing else) into leaderboard rows: one row per run, one column per metric."""
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
+from typing import Callable
 
 from bench.errors import BenchError
+from bench.rundir import MARKER, RunDir
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 # metric column -> how to read it from metrics.json (evaluator name, field)
 COLUMNS = {
@@ -20,16 +26,18 @@ COLUMNS = {
 
 
 def find_runs(root: Path) -> list[Path]:
+    """Folders of `root` that are (or claim to be) run directories: a run marker or a manifest."""
     root = Path(root)
-    if not root.exists():
-        raise BenchError(f"runs directory {root} does not exist; train something with `bench run` or pass --runs DIR")
-    return sorted(p.parent for p in root.glob("*/manifest.json"))
+    if not root.is_dir():
+        raise BenchError(f"runs directory {root} does not exist or is not a directory; train something with "
+                         "`bench run` or pass --runs DIR")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and ((p / MARKER).exists() or (p / "manifest.json").exists()))
 
 
 def run_row(path: Path) -> dict:
-    manifest = json.loads((path / "manifest.json").read_text())
-    metrics_path = path / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    run = RunDir(path)
+    manifest, metrics = run.manifest, run.metrics
     from bench.registry import get_method
 
     try:
@@ -50,8 +58,16 @@ def _nondefault(manifest: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(given.items()))
 
 
-def collect(root: Path) -> list[dict]:
-    rows = [run_row(p) for p in find_runs(root)]
+def collect(root: Path, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """Rows of every finished run under `root` whose files pass their checksums; any other folder is skipped
+    with one warning line naming it and why (an unfinished, corrupt or old-format run never breaks the table)."""
+    rows = []
+    for p in find_runs(root):
+        try:
+            RunDir.open(p)
+            rows.append(run_row(p))
+        except BenchError as e:
+            (warn or _stderr)(f"warning: skipped {p.name}: {e}")
     return sorted(rows, key=lambda r: (r["student"] or "", r["dataset"] or "", -(r["verified"] or -1e9)))
 
 

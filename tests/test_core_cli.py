@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import cli
 from bench.errors import BenchError
+from bench.rundir import RunDir
 
 # the console script of the interpreter running the tests (the venv need not be activated)
 BENCH = str(Path(sys.executable).parent / "bench")
@@ -144,7 +145,7 @@ def test_leaderboard_missing_or_empty_runs_dir(tmp_path, monkeypatch, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "not-a-run").mkdir()
     code, _, err = bench_main(monkeypatch, capsys, "leaderboard", "--runs", str(tmp_path / "empty"))
-    assert_one_line_error(code, err, "no runs under")
+    assert_one_line_error(code, err, "no finished runs under")
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -216,6 +217,9 @@ def runs_dir(tiny_dpo_run, tmp_path_factory) -> Path:
     metrics["verified"]["score"] = 0.75
     metrics["reward_accuracy"]["score"] = 0.5
     (b / "metrics.json").write_text(json.dumps(metrics))
+    for d in (a, b):  # finished runs: marker with checksums
+        RunDir(d).begin(d.name, {})
+        RunDir(d).finish()
     (root / "scratch").mkdir()  # not a run: ignored
     return root
 
@@ -274,6 +278,9 @@ def test_leaderboard_unknown_method_and_missing_metrics(tiny_dpo_run, tmp_path):
     manifest = json.loads((run.path / "manifest.json").read_text())
     manifest["method"] = "ghost_method_not_installed"
     (ghost / "manifest.json").write_text(json.dumps(manifest))  # and no metrics.json (evaluation never ran)
+    ghost_run = RunDir(ghost)
+    ghost_run.begin("ghost", {})
+    ghost_run.finish()
     result = runner.invoke(cli.app, ["leaderboard", "--runs", str(tmp_path / "runs"), "--format", "json"])
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)

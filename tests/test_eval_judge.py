@@ -82,14 +82,18 @@ def test_malformed_then_good_output_parses_on_retry(tmp_path):
 
 def test_http_500_is_retried_with_backoff_then_one_clear_error(tmp_path):
     with ScriptedJudge(status=500) as srv:
-        client = _client(srv.base_url, tmp_path, judge_max_retries=2, judge_backoff=0.05)
-        t0 = time.time()
+        client = _client(srv.base_url, tmp_path, judge_max_retries=3, judge_backoff=0.05)
+        slept = []
+        client._sleep = slept.append
         with pytest.raises(BenchError) as e:
             client.judge_many(_reqs(1), parse_rating)
-        assert len(srv.requests) == 3  # 1 + 2 retries
-        assert time.time() - t0 >= 0.05 + 0.1  # exponential backoff slept 0.05 then 0.1
+        assert len(srv.requests) == 4  # 1 + 3 retries
+        # jittered exponential backoff: retry i sleeps a random time in [d/2, d], d = 0.05 * 2^(i-1)
+        assert len(slept) == 3
+        for i, s in enumerate(slept):
+            assert 0.05 * 2 ** i / 2 <= s <= 0.05 * 2 ** i
         msg = str(e.value)
-        assert "HTTP 500" in msg and "3 attempt" in msg and "rerun" in msg and "\n" not in msg
+        assert "HTTP 500" in msg and "4 attempt" in msg and "rerun" in msg and "\n" not in msg
 
 
 def test_client_error_fails_at_once(tmp_path):
@@ -164,3 +168,60 @@ def test_bad_settings_are_clear_errors():
 
 def test_safe_url_drops_credentials():
     assert safe_url("http://user:pw@host:8000/v1?x=1") == "http://host:8000/v1"
+
+
+def test_backoff_is_jittered_so_workers_do_not_retry_in_lockstep():
+    from bench.evaluators.judge import backoff_delay
+
+    cfg = JudgeConfig(model="m", backoff=1.0, max_backoff=3.0)
+    draws = [backoff_delay(cfg, 3) for _ in range(200)]  # d = min(3, 1 * 2^2) = 3
+    assert all(1.5 <= d <= 3.0 for d in draws) and len(set(draws)) > 150
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/html"])
+def test_a_non_json_body_is_retried_like_a_5xx_then_one_clear_error(tmp_path, content_type):
+    """A proxy's HTML page (or truncated JSON) with status 200: retried, then one line naming the fix."""
+    with ScriptedJudge(raw=lambda n: (content_type, b"<html>502 Bad Gateway</html>")) as srv:
+        client = _client(srv.base_url, tmp_path, judge_max_retries=2)
+        client._sleep = lambda s: None
+        with pytest.raises(BenchError) as e:
+            client.judge_many(_reqs(1), parse_rating)
+        assert len(srv.requests) == 3
+        msg = str(e.value)
+        assert "malformed body" in msg and "judge_base_url" in msg and "\n" not in msg
+        assert not list((tmp_path / "judgments").glob("*.jsonl")) or not any(
+            f.read_text().strip() for f in (tmp_path / "judgments").glob("*.jsonl"))  # nothing cached as a verdict
+
+
+def test_a_malformed_body_then_a_good_one_recovers(tmp_path):
+    with ScriptedJudge(raw=lambda n: ("application/json", b'{"choices": [') if n == 0 else None,
+                       reply="fine [[8]]") as srv:
+        client = _client(srv.base_url, tmp_path, judge_max_retries=2, judge_workers=1)
+        client._sleep = lambda s: None
+        (res,) = client.judge_many(_reqs(1), parse_rating)
+        assert res["parsed"] == 8.0 and len(srv.requests) == 2
+
+
+def test_error_bodies_that_echo_credentials_are_scrubbed(tmp_path, monkeypatch):
+    secret = "sk-live-abcdef1234567890SECRET"
+    monkeypatch.setenv("JUDGE_KEY_FOR_TEST", secret)
+    body = {"error": {"message": f"Incorrect API key provided: {secret}. Authorization: Bearer {secret}; "
+                                 f"api_key={secret} token: tok-9876543210"}}
+    with ScriptedJudge(status=401, error_body=body) as srv:
+        client = _client(srv.base_url, tmp_path, judge_api_key_env="JUDGE_KEY_FOR_TEST")
+        with pytest.raises(BenchError) as e:
+            client.judge_many(_reqs(1), parse_rating)
+        msg = str(e.value)
+        assert "HTTP 401" in msg and secret not in msg and "tok-9876543210" not in msg and "***" in msg
+        assert srv.auth[0] == f"Bearer {secret}"  # the key did reach the server, it just never reaches output
+
+
+def test_scrub_removes_every_credential_form():
+    from bench.evaluators.judge import scrub
+
+    text = ('key sk-abcdefghij, "api_key": "xyz123", password=hunter22, Authorization: Bearer abc.def, '
+            'https://user:pw@host/v1, plain words stay')
+    out = scrub(text, "xyz123")
+    for leaked in ("sk-abcdefghij", "xyz123", "hunter22", "abc.def", "user:pw"):
+        assert leaked not in out
+    assert "plain words stay" in out and "https://***@host/v1" in out

@@ -102,7 +102,7 @@ def test_unparsed_judgments_are_excluded_and_counted(tmp_path, lm):
 def test_no_parseable_rating_at_all_is_an_error(tmp_path, lm):
     run = make_run(tmp_path / "runs", "r4", ckpt=lm)
     with ScriptedJudge(reply="I refuse to grade.") as srv:
-        with pytest.raises(BenchError, match="no parseable"):
+        with pytest.raises(BenchError, match="no parseable.*judge_retry_unparsed=true"):
             run_evaluators([run], ["mtbench"], _settings(srv.base_url, judge_parse_retries=0),
                            cache_dir=tmp_path / "cache")
     assert not (run / "metrics.json").exists()

@@ -2,10 +2,13 @@
 
 What it adds over a bare client:
 
-* **Bounded retries with exponential backoff** for transport failures (connection refused, timeouts, HTTP 408/409/
-  429/5xx): ``judge_max_retries`` retries after the first attempt, sleeping ``judge_backoff * 2**i`` seconds (capped at
-  ``judge_max_backoff``). Then one :class:`~bench.errors.BenchError` naming the fix. Other HTTP errors (400, 401, 404:
-  a wrong model name or key) fail at once.
+* **Bounded retries with jittered exponential backoff** for transport failures (connection refused, timeouts, HTTP
+  408/409/429/5xx) and malformed answers (a body that is not JSON or not a chat completion, as proxies and
+  overloaded servers send): ``judge_max_retries`` retries after the first attempt, sleeping a random time in
+  ``[d/2, d]`` with ``d = judge_backoff * 2**i`` capped at ``judge_max_backoff`` (the jitter keeps parallel workers
+  from retrying in lockstep). Then one :class:`~bench.errors.BenchError` naming the fix. Other HTTP errors (400,
+  401, 404: a wrong model name or key) fail at once. Nothing printed ever carries a credential: error bodies are
+  scrubbed of the key, bearer tokens, ``sk-...`` strings and ``key=value`` secrets (:func:`scrub`).
 * **Malformed-output policy**: a judgment whose text the caller's parser rejects is asked again, up to
   ``judge_parse_retries`` more times; if it still does not parse it is recorded as ``parsed: null`` with the raw text.
   Callers exclude such judgments from means and report how many there were.
@@ -25,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import threading
 import time
@@ -55,6 +59,32 @@ def safe_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)bearer\s+[^\s\"',}]+"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|token|secret|password|authorization)[\"']?\s*[:=]\s*[\"']?)"
+               r"[^\s\"',}&]+"),
+    re.compile(r"(?i)(https?://)[^/\s:@]+:[^/\s@]+@"),
+)
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """`text` with credentials replaced by `***`: the given secret values, bearer tokens, `sk-...` keys,
+    `key=value`/`"key": "value"` pairs whose name says key/token/secret/password, and URL user:password parts."""
+    out = str(text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            out = out.replace(secret, "***")
+    out = _SECRET_PATTERNS[0].sub("Bearer ***", out)
+    out = _SECRET_PATTERNS[1].sub("sk-***", out)
+    out = _SECRET_PATTERNS[2].sub(lambda m: m.group(1) + "***", out)
+    return _SECRET_PATTERNS[3].sub(lambda m: m.group(1) + "***@", out)
+
+
+class MalformedResponse(Exception):
+    """The server answered 200 with a body that is not a chat completion (HTML from a proxy, truncated JSON...)."""
 
 
 def slug(text: str, n: int = 48) -> str:
@@ -207,11 +237,15 @@ class EnvKeyOpenAI:
 
 
 def translate_openai_error(err: BaseException, cfg: JudgeConfig, attempts: int) -> BenchError | None:
-    """One-line BenchError for an openai transport/HTTP error (None if ``err`` is not one)."""
+    """One-line BenchError for an openai transport/HTTP error or a malformed answer (None if ``err`` is neither)."""
     import openai
 
     url = safe_url(cfg.base_url)
     tail = "finished judgments are cached, so a rerun resumes"
+    if _malformed(err):
+        return BenchError(f"judge at {url} answered with a malformed body (not a JSON chat completion) on {attempts} "
+                          f"attempt(s); check that judge_base_url points at an OpenAI-compatible /v1 endpoint and "
+                          f"that no proxy rewrites its answers ({tail})")
     if isinstance(err, openai.APITimeoutError):
         return BenchError(f"judge at {url} timed out after {attempts} attempt(s) of {cfg.timeout:g}s each; "
                           f"raise judge_timeout or use a faster judge ({tail})")
@@ -224,7 +258,7 @@ def translate_openai_error(err: BaseException, cfg: JudgeConfig, attempts: int) 
         if code >= 500 or code in _RETRY_STATUS:
             return BenchError(f"judge at {url} answered HTTP {code} on {attempts} attempt(s); check the judge "
                               f"server (its log, load, quota), then rerun ({tail})")
-        detail = _short_detail(err)
+        detail = _short_detail(err, cfg)
         return BenchError(f"judge at {url} rejected the request with HTTP {code}{detail}; check that judge_model "
                           f"'{cfg.model}' is served there and that ${cfg.api_key_env} holds a valid key")
     if isinstance(err, openai.OpenAIError):
@@ -232,23 +266,38 @@ def translate_openai_error(err: BaseException, cfg: JudgeConfig, attempts: int) 
     return None
 
 
-def _short_detail(err) -> str:
+def _short_detail(err, cfg: JudgeConfig | None = None) -> str:
     try:
         body = err.response.text
     except Exception:  # noqa: BLE001 - best effort only
         return ""
-    body = " ".join(str(body).split())[:160]
+    key = os.environ.get(cfg.api_key_env, "") if cfg is not None else ""
+    body = scrub(" ".join(str(body).split()), key)[:160]
     return f" ({body})" if body else ""
+
+
+def _malformed(err: BaseException) -> bool:
+    import openai
+
+    return isinstance(err, (MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError))
 
 
 def _retryable(err: BaseException) -> bool:
     import openai
 
+    if _malformed(err):
+        return True
     if isinstance(err, openai.APIConnectionError):  # includes APITimeoutError
         return True
     if isinstance(err, openai.APIStatusError):
         return err.status_code >= 500 or err.status_code in _RETRY_STATUS
     return False
+
+
+def backoff_delay(cfg: JudgeConfig, attempt: int) -> float:
+    """Seconds to wait before retry `attempt` (1-based): uniform in [d/2, d], d = backoff·2^(attempt−1) capped."""
+    d = min(cfg.max_backoff, cfg.backoff * (2 ** (attempt - 1)))
+    return random.uniform(d / 2, d)
 
 
 class JudgeClient:
@@ -279,9 +328,12 @@ class JudgeClient:
                     max_tokens=max_tokens or self.cfg.max_tokens,
                     temperature=self.cfg.temperature if temperature is None else temperature,
                 )
+                choices = getattr(resp, "choices", None)
+                if not isinstance(choices, list) or not choices or not hasattr(choices[0], "message"):
+                    raise MalformedResponse(type(resp).__name__)
             except Exception as err:  # noqa: BLE001 - classified below
                 if _retryable(err) and attempts <= self.cfg.max_retries:
-                    delay = min(self.cfg.max_backoff, self.cfg.backoff * (2 ** (attempts - 1)))
+                    delay = backoff_delay(self.cfg, attempts)
                     log.warning("judge %s: %s (attempt %d/%d); retrying in %.1fs", safe_url(self.cfg.base_url),
                                 type(err).__name__, attempts, self.cfg.max_retries + 1, delay)
                     self._sleep(delay)
@@ -290,10 +342,7 @@ class JudgeClient:
                 if bench_err is not None:
                     raise bench_err from None
                 raise
-            try:
-                text = resp.choices[0].message.content
-            except (AttributeError, IndexError, TypeError):
-                text = None
+            text = getattr(choices[0].message, "content", None)
             return text if isinstance(text, str) else ""
 
     # -- one judgment: cache, parse policy ----------------------------------------------------------------------

@@ -338,8 +338,9 @@ class MTBenchEvaluator(Evaluator):
         parsed = [r for r in records if r["score"] is not None]
         if not parsed:
             raise BenchError(f"the MT-Bench judge '{cfg.model}' gave no parseable [[rating]] in {len(records)} "
-                             "judgment(s) (see eval/mtbench_judgments_*.jsonl); use a stronger judge_model or check "
-                             "the judge prompts")
+                             "judgment(s) (see eval/mtbench_judgments_*.jsonl); unparsed judgments are cached and "
+                             "reused, so rerun with --set judge_retry_unparsed=true to ask again, or use a stronger "
+                             "judge_model / check the judge prompts")
         categories = {}
         for cat in sorted({r["category"] for r in records}):
             mean = _mean([r["score"] for r in records if r["category"] == cat])

@@ -34,6 +34,7 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.evaluators import Evaluator, register_evaluator
 from bench.rundir import atomic_write_json, atomic_write_text, write_jsonl
+from bench.stages import ensure_published
 
 OLL_V1 = {
     "arc_challenge": (25, "acc_norm,none"),
@@ -89,24 +90,18 @@ def materialize_embedded_tasks(root: str | Path, seed: int = SUITE_SEED) -> Path
         if f.suffix in (".yaml", ".py"):
             h.update(f.name.encode() + f.read_bytes())
     dest = Path(root) / "lm_eval_tasks" / f"embedded-{h.hexdigest()[:16]}"
-    if (dest / ".complete").exists():
-        return dest
-    tmp = dest.parent / f".{dest.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, data in rows.items():
-        write_jsonl(tmp / f"{name}.jsonl", data)
-    for f in TASKS_DIR.iterdir():
-        if f.suffix == ".yaml":
-            atomic_write_text(tmp / f.name, f.read_text().replace("__DATA_DIR__", str(dest.resolve())))
-        elif f.suffix == ".py":
-            shutil.copyfile(f, tmp / f.name)
-    atomic_write_text(tmp / ".complete", "ok\n")
-    if dest.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(dest)
-    return dest
+
+    def build(tmp: Path) -> dict:
+        for name, data in rows.items():
+            write_jsonl(tmp / f"{name}.jsonl", data)
+        for f in TASKS_DIR.iterdir():
+            if f.suffix == ".yaml":
+                atomic_write_text(tmp / f.name, f.read_text().replace("__DATA_DIR__", str(dest.resolve())))
+            elif f.suffix == ".py":
+                shutil.copyfile(f, tmp / f.name)
+        return {"seed": seed}
+
+    return ensure_published(dest, build, marker=".complete", what="lm-eval task folder")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,6 +176,7 @@ def ensure_embedded_reward_model(cache_dir: str | Path, settings: dict | None = 
     """Directory of the embedded BT reward model, training it on first use (cached by a key over base model,
     hyperparameters and data)."""
     from bench.evaluators.run import file_fingerprint, resolve_device
+    from bench.stages import ensure_published
     from bench.suite import build_suite
 
     settings = dict(settings or {})
@@ -189,17 +188,12 @@ def ensure_embedded_reward_model(cache_dir: str | Path, settings: dict | None = 
                            "data": suite.split_hash("pref_train")}, sort_keys=True)
     key = hashlib.sha256(key_blob.encode()).hexdigest()[:16]
     final = Path(cache_dir) / "reward_models" / f"embedded-{key}"
-    if (final / "bench_rm.json").exists():
-        return final
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    log.warning("training the embedded Bradley-Terry reward model once (cached in %s)", final)
-    report = train_bt_reward_model(
-        base_dir, train, tmp, val_rows=val, layers=spec["layers"], epochs=spec["epochs"], lr=spec["lr"],
-        batch=spec["batch"], seed=spec["seed"], max_length=spec["max_length"], device=resolve_device(settings))
-    atomic_write_json(tmp / "bench_rm.json", {**report, "spec": spec, "key": key})
-    if final.exists():  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
+
+    def build(tmp: Path) -> dict:
+        log.warning("training the embedded Bradley-Terry reward model once (cached in %s)", final)
+        report = train_bt_reward_model(
+            base_dir, train, tmp, val_rows=val, layers=spec["layers"], epochs=spec["epochs"], lr=spec["lr"],
+            batch=spec["batch"], seed=spec["seed"], max_length=spec["max_length"], device=resolve_device(settings))
+        return {**report, "spec": spec, "key": key}
+
+    return ensure_published(final, build, marker="bench_rm.json", what="reward model")

@@ -131,19 +131,15 @@ def resolve_dtype(settings: dict, device: str):
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoints and generation
 def file_fingerprint(path: str | Path) -> str:
-    """Cheap identity of a model directory (file names, sizes, mtimes; config contents)."""
+    """Content identity of a model directory or file (every file's digest, memoised by size and mtime)."""
+    from bench.integrity import dir_content_hash, source_hash
+
     path = Path(path)
-    h = hashlib.sha256()
     if path.is_dir():
-        for f in sorted(path.rglob("*")):
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-                if f.name == "config.json":
-                    h.update(f.read_bytes())
-    else:
-        h.update(str(path).encode())
-    return h.hexdigest()[:16]
+        return dir_content_hash(path)[:16]
+    if path.is_file():
+        return source_hash(path)[:16]
+    return hashlib.sha256(str(path).encode()).hexdigest()[:16]  # a hub id: the name is all there is
 
 
 def checkpoint_dir(run) -> Path:

@@ -76,6 +76,8 @@ def _describe_changes(old: dict | None, new: dict) -> str:
 def _claim(run: RunDir, runs: Path, identity: str, parts: dict, resume: bool) -> bool:
     """Make `run` this process's run of `identity` (under the run lock). True: a finished run to reuse."""
     if not run.path.exists():
+        if resume:
+            console.print(f"[yellow]nothing to resume: {run.path} does not exist yet; starting the run")
         run.path.mkdir()
         run.begin(identity, parts)
         return False
@@ -224,6 +226,8 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
         except BenchError as e:
             console.print(f"[yellow]{name} skipped: {e}")
     atomic_write_json(run.metrics_path, metrics)
+    if pipe.stage_cfg("student").get("train", {}).get("keep_checkpoints") and (run.work_path / "checkpoints").exists():
+        shutil.copytree(run.work_path / "checkpoints", run.path / "checkpoints", dirs_exist_ok=True)
     fault_point("run-publish")
     run.finish()
     remove_owned(run.work_path, run.path, None)  # the resumable state goes only once everything is written

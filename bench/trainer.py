@@ -38,7 +38,7 @@ class TrainConfig:
     save_every: int = 0  # 0: no intermediate resumable state
     log_every: int = 1
     seed: int = 0
-    keep_checkpoints: bool = False
+    keep_checkpoints: bool = False  # a run keeps every validation checkpoint in <run>/checkpoints/
 
     def validate(self) -> None:
         ints = ("batch_size", "grad_accum", "max_steps", "eval_every", "save_every", "log_every", "seed")
@@ -158,8 +158,6 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
         step, extra = load_state(state, accel.unwrap_model(model), opt, sched, fingerprint)
         history, evals = extra.get("history", []), extra.get("evals", [])
         console.print(f"[yellow]{desc}: resuming at step {step}/{total}")
-    elif resume:
-        console.print(f"[yellow]{desc}: no saved training state to resume; starting at step 0")
     eval_every = tcfg.eval_every or total
 
     def order_for(epoch: int) -> list[int]:
@@ -202,7 +200,7 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
                 save_state(work_dir, accel.unwrap_model(model), opt, sched, step,
                            {"history": history, "evals": evals}, fingerprint)
     seconds = time.perf_counter() - t0
-    final = _select_final(accel.unwrap_model(model), evals, work_dir, tcfg.keep_checkpoints)
+    final = _select_final(accel.unwrap_model(model), evals, work_dir)
     return TrainResult(step, history, evals, final, seconds, tokens)
 
 
@@ -217,8 +215,9 @@ def _evaluate_and_keep(model, evaluate: Callable, step: int, work_dir: Path) -> 
     return result
 
 
-def _select_final(model, evals: list[dict], work_dir: Path, keep: bool) -> Path:
-    """The best validation checkpoint (ties -> the later one) becomes work_dir/final."""
+def _select_final(model, evals: list[dict], work_dir: Path) -> Path:
+    """The best validation checkpoint (ties -> the later one) becomes work_dir/final. The interval checkpoints stay
+    in the work dir (a resume after a later crash selects again from them) until the caller removes it."""
     final = work_dir / "final"
     if final.exists():
         shutil.rmtree(final)
@@ -227,8 +226,6 @@ def _select_final(model, evals: list[dict], work_dir: Path, keep: bool) -> Path:
         shutil.copytree(work_dir / best["checkpoint"], final)
         for e in evals:
             e["selected"] = e is best
-        if not keep:
-            shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
     else:
         model.save_pretrained(final, safe_serialization=True)
     return final

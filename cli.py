@@ -150,9 +150,12 @@ def cache_verify(
     from bench.cache_admin import verify_cache
     from bench.paths import cache_root
 
-    n, bad = verify_cache(fix=fix)
+    n, bad, legacy, outcome = verify_cache(fix=fix)
     for path, problem in bad:
-        typer.echo(f"CORRUPT {path}: {problem}" + ("  -> deleted, rebuilt on next use" if fix else ""))
+        typer.echo(f"CORRUPT {path}: {problem}" + (f"  -> {outcome[path]}" if fix else ""))
+    for path in legacy:
+        typer.echo(f"OLD {path}: made by an older version (no checksums), not used by this one" +
+                   (f"  -> {outcome[path]}" if fix else "; --fix deletes it"))
     n_runs, bad_runs = 0, 0
     if runs is not None:
         from leaderboard.collect import find_runs
@@ -168,7 +171,7 @@ def cache_verify(
     typer.echo(f"checked {n} cache entries in {cache_root()}" + (f" and {n_runs} runs" if runs else "") +
                f": {len(bad) + bad_runs} corrupt" + ("" if fix or not bad else "; `bench cache verify --fix` "
                                                      "deletes the corrupt cache entries"))
-    if bad_runs or (bad and not fix):
+    if bad_runs or any(not fix or outcome[p] != "deleted" for p, _ in bad):
         raise typer.Exit(1)
 
 

@@ -27,21 +27,44 @@ def published_dirs(root: Path | None = None) -> list[tuple[Path, str]]:
     return sorted(out)
 
 
-def verify_cache(fix: bool = False, root: Path | None = None) -> tuple[int, list[tuple[Path, str]]]:
-    """(number checked, [(directory, first problem)]). With `fix`, corrupt directories are deleted (under their
-    lock) so the next run rebuilds them; only directories that carry a harness marker are ever deleted."""
+def is_legacy(d: Path, marker: str) -> bool:
+    """Written by an older version (a marker without checksums): never read by this version, which keys and
+    names its entries differently."""
+    import json
+
+    try:
+        meta = json.loads((d / marker).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "files" not in meta
+
+
+def verify_cache(fix: bool = False, root: Path | None = None) -> tuple[int, list[tuple[Path, str]], list[Path],
+                                                                     dict[Path, str]]:
+    """(number checked, [(corrupt directory, first problem)], [legacy directories], {directory: fix outcome}).
+    With `fix`, corrupt and legacy directories are deleted (under their lock) so the next run rebuilds what it
+    needs; only directories that carry a harness marker and lie inside the cache (a linked folder that resolves
+    elsewhere is left alone) are ever deleted."""
+    from bench.errors import BenchError
     from bench.locks import locked
 
     root = Path(root or cache_root())
     dirs = published_dirs(root)
-    bad = []
+    bad, legacy, outcome = [], [], {}
     for d, marker in dirs:
         found = problems(d, marker)
         if not found:
             continue
-        bad.append((d, found[0]))
+        if is_legacy(d, marker):
+            legacy.append(d)
+        else:
+            bad.append((d, found[0]))
         if fix:
             with locked(lock_file(d), f"{MARKERS[marker]} {d.name}"):
-                if problems(d, marker):
-                    remove_owned(d, root, marker)
-    return len(dirs), bad
+                try:
+                    if problems(d, marker):
+                        remove_owned(d, root, marker)
+                    outcome[d] = "deleted"
+                except BenchError as e:
+                    outcome[d] = f"kept ({e})"
+    return len(dirs), bad, legacy, outcome

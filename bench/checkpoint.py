@@ -22,6 +22,7 @@ from bench.faults import fault_point
 from bench.identity import diff_parts
 from bench.integrity import check_files, record_files
 from bench.rundir import atomic_write_json
+from bench.stages import remove_owned
 
 PREFIX = "state-"
 
@@ -57,8 +58,8 @@ def save_state(work_dir: Path, model, opt, sched, step: int, extra: dict, finger
     """Write `work_dir/state-<step>` atomically, then drop older states."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    for stale in work_dir.glob(f".{PREFIX}*.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in work_dir.glob(f".{PREFIX}*.tmp-*"):  # a save that died (kill, disk full)
+        remove_owned(stale, work_dir, None)
     final = work_dir / f"{PREFIX}{step:08d}"
     tmp = work_dir / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
     try:
@@ -72,7 +73,7 @@ def save_state(work_dir: Path, model, opt, sched, step: int, extra: dict, finger
                                                "files": record_files(tmp)})
         fault_point("state-write")
         if final.exists():  # the same step saved before (a resumed run re-saving): replace it
-            shutil.rmtree(final)
+            remove_owned(final, work_dir, "state.json")
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -80,7 +81,7 @@ def save_state(work_dir: Path, model, opt, sched, step: int, extra: dict, finger
     fault_point("state-save")
     for older in _states(work_dir):
         if older != final:
-            shutil.rmtree(older, ignore_errors=True)
+            remove_owned(older, work_dir, None)
     return final
 
 

@@ -37,7 +37,12 @@ def locked(lock_path: str | Path, what: str = ""):
     """Hold the lock file `lock_path` (created with its folder). Re-entrant within a process (a stage that
     builds a dependency of the same key never deadlocks on itself)."""
     lock_path = Path(lock_path)
-    key = str(lock_path.resolve()) if lock_path.parent.exists() else str(lock_path.absolute())
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchError(f"cannot create the lock folder {lock_path.parent} ({e.strerror}); make it writable or "
+                         "point BENCH_CACHE / --runs at a writable directory") from None
+    key = str(lock_path.resolve())
     with _HELD_LOCK:
         if _HELD.get(key, 0) > 0:
             _HELD[key] += 1
@@ -51,11 +56,6 @@ def locked(lock_path: str | Path, what: str = ""):
             with _HELD_LOCK:
                 _HELD[key] -= 1
         return
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BenchError(f"cannot create the lock folder {lock_path.parent} ({e.strerror}); make it writable or "
-                         "point BENCH_CACHE / --runs at a writable directory") from None
     lock = FileLock(str(lock_path), is_singleton=False)
     try:
         lock.acquire(timeout=0)

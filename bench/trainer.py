@@ -22,6 +22,7 @@ from bench.forward import pad_batch, packed_forward
 from bench.method import LossBatch, Method
 from bench.progress import console, progress_bar
 from bench.signal_cache import SignalEntry
+from bench.stages import remove_owned
 
 
 @dataclass
@@ -209,7 +210,7 @@ def _evaluate_and_keep(model, evaluate: Callable, step: int, work_dir: Path) -> 
     rel = f"checkpoints/step-{step:06d}"  # stored relative to the work dir: a resume may run from another cwd
     ckpt = work_dir / rel
     if ckpt.exists():
-        shutil.rmtree(ckpt)
+        remove_owned(ckpt, work_dir, None)
     model.save_pretrained(ckpt, safe_serialization=True)
     result["checkpoint"] = rel
     return result
@@ -220,7 +221,7 @@ def _select_final(model, evals: list[dict], work_dir: Path) -> Path:
     in the work dir (a resume after a later crash selects again from them) until the caller removes it."""
     final = work_dir / "final"
     if final.exists():
-        shutil.rmtree(final)
+        remove_owned(final, work_dir, None)
     if evals:
         best = max(evals, key=lambda e: (e["score"], e["step"]))
         shutil.copytree(work_dir / best["checkpoint"], final)

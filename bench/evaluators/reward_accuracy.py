@@ -13,11 +13,12 @@ class RewardAccuracy(Evaluator):
 
     def evaluate(self, run, ctx: EvalContext) -> dict:
         from bench.config import RunConfig
+        from bench.evaluators.run import checkpoint_dir
         from bench.models import load_model
         from bench.pipeline import Pipeline
 
         pipe = Pipeline(RunConfig(**{**run.manifest["config"], "eval_suite": ()}))
-        model = ctx.settings.get("model") or load_model(run.checkpoint_path)
+        model = ctx.settings.get("model") or load_model(checkpoint_dir(run))
         chosen = pipe.side_pairs("pref_val", "chosen", {})
         rejected = pipe.side_pairs("pref_val", "rejected", {})
         return reward_accuracy(model, chosen, rejected, pipe.tok.pad_token_id, pipe.infer_bs)

@@ -143,9 +143,11 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 def checkpoint_dir(run) -> Path:
+    """The run's checkpoint folder, its files checked against the run's checksums before anything loads them."""
     path = run.checkpoint_path
     if not (path / "config.json").exists():
         raise BenchError(f"run {run.path} has no checkpoint/ (HF save_pretrained model); rerun `bench run` for it")
+    run.verify(("checkpoint/",))
     return path
 
 

@@ -71,18 +71,9 @@ def sanitize_name(text: str) -> str:
 
 def prepare_runs_dir(runs: str | Path) -> Path:
     """Create `--runs` if needed and prove it is a writable directory (one error line otherwise)."""
-    runs = Path(runs).expanduser()
-    if runs.exists() and not runs.is_dir():
-        raise BenchError(f"--runs {runs} is not a directory; pass a directory for run results")
-    try:
-        runs.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=runs, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise BenchError(f"cannot write to --runs {runs} ({e.strerror or e.__class__.__name__}); pass a writable "
-                         "directory with --runs") from None
-    return runs
+    from bench.paths import writable_dir
+
+    return writable_dir(Path(runs).expanduser(), "--runs", "pass a writable directory for run results with --runs")
 
 
 def run_path(runs: Path, name: str) -> Path:

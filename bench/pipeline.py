@@ -20,11 +20,12 @@ from bench.encoding import Encoder
 from bench.errors import BenchError
 from bench.generate import decode, make_generator
 from bench.method import Method
-from bench.models import check_same_vocab, load_model, load_tokenizer, resolve_preset, default_teacher_for
+from bench.models import (check_embedding_sizes, check_same_vocab, default_teacher_for, load_model, load_tokenizer,
+                          resolve_preset)
 from bench.registry import get_method
 from bench.rundir import read_jsonl, write_jsonl
 from bench.signal_cache import SignalEntry, write_entry
-from bench.signals import compute_side_signals
+from bench.signals import SIGNAL_FORMAT, check_k, compute_side_signals
 from bench.stages import build_stage, content_key, stage_path, token_hash
 from bench.trainer import TrainConfig, TrainData, train
 from bench.validation import make_validator
@@ -50,9 +51,11 @@ class Pipeline:
         self.bundle: DatasetBundle = bundle
         self.tok = load_tokenizer(cfg.student)
         check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)
+        check_embedding_sizes(self.teacher, cfg.student, len(self.tok))
         self.enc = Encoder(self.tok, int(self.preset.get("max_prompt_len", self.student_preset.max_prompt_len)),
                            int(self.preset.get("max_response_len", self.student_preset.max_response_len)))
-        self.k = int(self.preset.get("k", 50))
+        self.k = self.preset.get("k", 50)
+        check_k(self.k, len(self.tok))
         self.tau = float(self.preset.get("tau", 2.0))
         self.infer_bs = int(self.preset.get("infer_batch_size", 16))
         for role in (*TEACHER_STAGES, "sft_student", "student"):  # fail before any work, not mid-pipeline
@@ -124,6 +127,7 @@ class Pipeline:
                 "init": self.model_key("sft_student" if init == "reference" else init),
                 "teacher": self.model_key("dpo_teacher"), "data": self.data_key("pref_train"),
                 "train": self.stage_cfg("student"), "seed": self.cfg.seed, "k": self.k, "tau": self.tau,
+                "signal_format": SIGNAL_FORMAT,
                 "select": {"by": p.get("select_by"), "n": p.get("val_prompts"), "rm": p.get("rm_model"),
                            "val": self.data_key("pref_val")},
                 "generation": p.get("generation")}
@@ -228,7 +232,7 @@ class Pipeline:
     def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str]) -> SignalEntry:
         pairs = self.side_pairs(split, side, alias)
         key = {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
-               "tokenizer": content_key(self.enc.fingerprint())}
+               "tokenizer": content_key(self.enc.fingerprint()), "format": SIGNAL_FORMAT}
         final = stage_path("signals", key)
         if not (final / "manifest.json").exists():
             self.model_dir(role)  # train the model first, outside this stage's timer

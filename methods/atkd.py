@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import Packed
+from bench.tensors import Packed, work_dtype
 from methods.sft import sft_loss
 
 
@@ -40,7 +40,8 @@ def atkd_token_parts(logits: torch.Tensor, labels: torch.Tensor, topk_ids: torch
     from the top-k signal, the teacher's exact gold log-prob and the tail (rest = tail − p_T(gold) when gold is not
     in the top-k); student masses are exact from its full logits.
     """
-    dt = logits.dtype
+    dt = work_dtype(logits)  # float32 at least: the cached teacher signals are never rounded down
+    logits = logits.to(dt)
     V = logits.shape[-1]
     neg = torch.finfo(dt).min / 2  # finite "minus infinity": keeps empty-set logsumexps differentiable
     ids = topk_ids.long()

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import seg_sum
-from methods.dpo import REF_LOGPS, sequence_logps
+from methods.dpo import REF_LOGPS, frozen_sequence_logps, sequence_logps
 
 SIDES = ("chosen", "rejected")
 
@@ -54,10 +53,9 @@ class DDPO(Method):
     def loss(self, batch: LossBatch, cfg):
         terms = {}
         for side in SIDES:
-            p = batch.policy[side]
             pi, ref = sequence_logps(batch, side)
-            dpo = seg_sum(batch.signal("dpo_teacher", "logps", side)["logps"].to(pi.dtype), p.seg, p.n_seq)
-            tref = seg_sum(batch.signal("ref_teacher", "logps", side)["logps"].to(pi.dtype), p.seg, p.n_seq)
+            dpo = frozen_sequence_logps(batch, "dpo_teacher", side)
+            tref = frozen_sequence_logps(batch, "ref_teacher", side)
             terms[side] = (pi, ref, implicit_reward(dpo, tref, cfg.beta_t))
         (pi_w, ref_w, rt_w), (pi_l, ref_l, rt_l) = terms["chosen"], terms["rejected"]
         losses = ddpo_loss(pi_w, pi_l, ref_w, ref_l, rt_w, rt_l, cfg.beta)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import seg_sum
+from methods.dpo import frozen_sequence_logps
 from methods.sft import sft_loss
 from methods.vanilla_kd import token_sparse_kl
 
@@ -78,10 +78,7 @@ class DPKD(Method):
         w, l = _pair_sides(cfg)
         seqs = {}
         for side in (w, l):
-            p = batch.policy[side]
-            pi = seg_sum(p.token_logps(), p.seg, p.n_seq)
-            t = seg_sum(batch.signal(cfg.teacher, "logps", side)["logps"].to(pi.dtype), p.seg, p.n_seq)
-            seqs[side] = (pi, t)
+            seqs[side] = (batch.policy[side].sequence_logps(), frozen_sequence_logps(batch, cfg.teacher, side))
         (pi_w, t_w), (pi_l, t_l) = seqs[w], seqs[l]
         pref = dpkd_pair_loss(pi_w, pi_l, t_w, t_l, cfg.beta).mean()
         total, metrics = pref, {"pref": pref.item()}

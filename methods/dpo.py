@@ -20,11 +20,16 @@ def dpo_loss(pi_w, pi_l, ref_w, ref_l, beta: float) -> torch.Tensor:
 
 
 def sequence_logps(batch: LossBatch, side: str, model: str = "reference"):
-    """(policy, frozen-model) sequence log-probs of one side, summed over response tokens."""
+    """(policy, frozen-model) sequence log-probs of one side, summed over response tokens in work dtype (float32 at
+    least: a bfloat16 policy never rounds the cached float32 reference down; near −300 nats bf16's spacing is 2)."""
     p = batch.policy[side]
-    pi = seg_sum(p.token_logps(), p.seg, p.n_seq)
-    ref = seg_sum(batch.signal(model, "logps", side)["logps"].to(pi.dtype), p.seg, p.n_seq)
-    return pi, ref
+    return p.sequence_logps(), frozen_sequence_logps(batch, model, side)
+
+
+def frozen_sequence_logps(batch: LossBatch, model: str, side: str):
+    """A cached `logps` signal summed per sequence of `side`, in work dtype (never cast down)."""
+    p = batch.policy[side]
+    return seg_sum(batch.signal(model, "logps", side)["logps"], p.seg, p.n_seq)
 
 
 REF_LOGPS = [SignalSpec("reference", "chosen", "logps"), SignalSpec("reference", "rejected", "logps")]
@@ -32,7 +37,8 @@ REF_LOGPS = [SignalSpec("reference", "chosen", "logps"), SignalSpec("reference",
 
 @dataclass
 class DPOConfig(MethodConfig):
-    beta: float = setting(0.05, "seed papers' DPO-teacher setting (METHODS.md)", "inverse temperature β", min=0.0)
+    beta: float = setting(0.05, "our choice (the DPO-teacher β of the project's seed-paper setup); DPO paper uses "
+                          "0.1–0.5", "inverse temperature β", min=0.0)
 
 
 class DPO(Method):

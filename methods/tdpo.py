@@ -20,15 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.method import LossBatch, Method, MethodConfig, setting
-from bench.tensors import Packed, seg_sum
+from bench.tensors import Packed, full_kl, seg_sum
 
 
 def sequence_kl(ref_logits: torch.Tensor, logits: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
     """D(y) = Σ_t KL(π_ref(·|s_t) || π_θ(·|s_t)) per sequence [n] (full-vocabulary KL, ref constant)."""
-    ref_logp = F.log_softmax(ref_logits.to(logits.dtype), dim=-1)
-    logp = F.log_softmax(logits, dim=-1)
-    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
-    return seg_sum(kl, seg, n)
+    return seg_sum(full_kl(ref_logits, logits), seg, n)
 
 
 def tdpo_loss(pi_w, pi_l, ref_w, ref_l, kl_w, kl_l, beta: float, alpha: float = 0.5,
@@ -47,9 +44,9 @@ def tdpo_loss(pi_w, pi_l, ref_w, ref_l, kl_w, kl_l, beta: float, alpha: float = 
 def _side_terms(batch: LossBatch, side: str):
     p: Packed = batch.policy[side]
     r: Packed = batch.ref[side]
-    pi = seg_sum(p.token_logps(), p.seg, p.n_seq)
+    pi = p.sequence_logps()
     with torch.no_grad():
-        ref = seg_sum(r.token_logps().to(pi.dtype), p.seg, p.n_seq)
+        ref = r.sequence_logps()
     kl = sequence_kl(r.logits.detach(), p.logits, p.seg, p.n_seq)
     return pi, ref, kl
 

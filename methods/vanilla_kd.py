@@ -22,9 +22,7 @@ TEACHERS = ("dpo_teacher", "ref_teacher")
 
 def token_sparse_kl(packed: Packed, topk: dict, reverse: bool = False) -> torch.Tensor:
     """Per-row (k+1)-bin KL between the cached teacher top-k signal and the student rows  [N]."""
-    dt = packed.logits.dtype
-    return sparse_kl(packed.logits, topk["topk_ids"], topk["topk_logps"].to(dt), topk["tail"].to(dt),
-                     reverse=reverse)
+    return sparse_kl(packed.logits, topk["topk_ids"], topk["topk_logps"], topk["tail"], reverse=reverse)
 
 
 def vanilla_kd_loss(packed: Packed, topk: dict, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

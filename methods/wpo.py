@@ -20,13 +20,14 @@ from dataclasses import dataclass
 import torch
 
 from bench.method import LossBatch, Method, MethodConfig, setting
-from bench.tensors import Packed, seg_mean
+from bench.tensors import Packed, seg_mean, work_dtype
 from methods.dpo import REF_LOGPS, dpo_loss, sequence_logps
 
 
 def log_sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
-    """log Σ_v softmax(logits)_v² per row, stably: logsumexp(2z) − 2·logsumexp(z)."""
-    return torch.logsumexp(2 * logits, dim=-1) - 2 * torch.logsumexp(logits, dim=-1)
+    """log Σ_v softmax(logits)_v² per row, stably: logsumexp(2z) − 2·logsumexp(z), in work dtype."""
+    z = logits.to(work_dtype(logits))
+    return torch.logsumexp(2 * z, dim=-1) - 2 * torch.logsumexp(z, dim=-1)
 
 
 def wpo_log_weight(packed: Packed) -> torch.Tensor:

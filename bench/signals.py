@@ -35,13 +35,19 @@ def round_down_half(x: torch.Tensor) -> torch.Tensor:
     return torch.where(h.to(x.dtype) > x, down, bits).view(torch.float16)
 
 
+def logsumexp64(z: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """Row logsumexp in float64, a few rows at a time (bounded memory for [N, V] logits)."""
+    return torch.cat([torch.logsumexp(z[i:i + rows].double(), dim=-1) for i in range(0, z.shape[0], rows)])
+
+
 def topk_signal(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """Top-k ids (int32), their log-probs under the full softmax (float16, rounded down) and the tail mass
-    1 − Σ exp(stored log-probs) (float32) computed from the STORED values, so the k+1 bins sum to 1."""
+    """Top-k ids (int32), their log-probs under the full softmax (computed in float64, stored as float16 rounded
+    toward −inf) and the tail mass 1 − Σ exp(stored log-probs) (float32) derived from the STORED values, so the
+    k+1 bins sum to 1 up to the float32 rounding of the tail."""
     check_k(k, logits.shape[-1])
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    vals, ids = logp.topk(k, dim=-1)
-    stored = round_down_half(vals)
+    z = logits.float()
+    top, ids = z.topk(k, dim=-1)  # the top-k of the logits is the top-k of the log-probs
+    stored = round_down_half(top.double() - logsumexp64(z)[:, None])
     tail = (1.0 - stored.double().exp().sum(-1)).clamp(min=0.0)
     return {"topk_ids": ids.to(torch.int32), "topk_logps": stored, "tail": tail.float()}
 

@@ -160,13 +160,13 @@ class ADPAConfig(MethodConfig):
                            "weight γ of the advantage term (every variant: eq. 10, eq. 30–31)", min=0.0)
     variant: str = setting("adpa", "ADPA paper eq. 10; others = its ablations (w/o reference teacher, eq. 30–31)",
                            "adpa | no_ref (w/o reference teacher) | q_argmax | q_softmax", choices=VARIANTS)
-    state_source: str = setting("student", "paper: SFT-student rollouts; others = state-source ablation",
+    state_source: str = setting("student", "ADPA paper: SFT-student rollouts; others = its state-source ablation",
                                 "where the states ŝ come from: student rollouts, chosen, rejected, or teacher "
                                 "generations", choices=STATE_SOURCES)
-    fill: str = setting("ref_min", "paper; 'dpo_min' = authors' code",
+    fill: str = setting("ref_min", "ADPA paper; 'dpo_min' = authors' code",
                         "log-prob for DPO top-k tokens missing from π_ref's top-k: π_ref's or π_dpo's smallest "
                         "top-k log-prob", choices=("ref_min", "dpo_min"))
-    clamp: bool = setting(False, "paper: no clamp; True = authors' code",
+    clamp: bool = setting(False, "ADPA paper: no clamp; True = authors' code",
                           "clamp advantages to [1e-8, 1-1e-8] (drops every negative advantage)")
 
     def validate(self) -> None:

@@ -32,8 +32,8 @@ def ddpo_loss(pi_w, pi_l, ref_w, ref_l, rt_w, rt_l, beta: float) -> torch.Tensor
 
 @dataclass
 class DDPOConfig(MethodConfig):
-    beta: float = setting(0.05, "METHODS.md", "student inverse temperature β", min=0.0)
-    beta_t: float = setting(0.05, "METHODS.md (the DPO teacher's β)", "teacher reward scale β_T", min=0.0)
+    beta: float = setting(0.05, "our choice (the project's DPO β)", "student inverse temperature β", min=0.0)
+    beta_t: float = setting(0.05, "our choice: the DPO teacher's β (dpo default), so r_T is its implicit reward", "teacher reward scale β_T", min=0.0)
 
 
 class DDPO(Method):

@@ -86,9 +86,9 @@ def gkd_mix(data_tok: torch.Tensor | None, data_seg: torch.Tensor | None, gen_to
 
 @dataclass
 class GKDConfig(MethodConfig):
-    beta: float = setting(0.5, "METHODS.md; TRL GKDConfig.beta default", "JSD interpolation b (0 = forward KL, "
+    beta: float = setting(0.5, "TRL GKDConfig.beta default", "JSD interpolation b (0 = forward KL, "
                           "1 = reverse KL)", min=0.0, max=1.0)
-    lmbda: float = setting(0.5, "METHODS.md; TRL GKDConfig.lmbda default", "student-rollout fraction λ",
+    lmbda: float = setting(0.5, "TRL GKDConfig.lmbda default", "student-rollout fraction λ",
                            min=0.0, max=1.0)
     mix: str = setting("weighted", "our choice (expectation of TRL's per-step coin flip)", "how a batch mixes "
                        "dataset responses and rollouts: weighted | split", choices=("weighted", "split"))

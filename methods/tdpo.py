@@ -53,10 +53,10 @@ def _side_terms(batch: LossBatch, side: str):
 
 @dataclass
 class TDPOConfig(MethodConfig):
-    beta: float = setting(0.1, "METHODS.md; TDPO paper/code default", "inverse temperature β", min=0.0)
-    alpha: float = setting(0.5, "METHODS.md; TDPO paper/code default", "weight α of the sequential-KL term "
+    beta: float = setting(0.1, "our choice (a common DPO β)", "inverse temperature β", min=0.0)
+    alpha: float = setting(0.5, "TDPO authors' code (tdpo_loss default alpha=0.5)", "weight α of the sequential-KL term "
                            "(TDPO2 only)", min=0.0)
-    variant: str = setting("tdpo2", "METHODS.md (TDPO2)", "tdpo2: α-weighted KL gap with sg on D(y_w); tdpo1: "
+    variant: str = setting("tdpo2", "TDPO authors' code default (if_tdpo2=True)", "tdpo2: α-weighted KL gap with sg on D(y_w); tdpo1: "
                            "unweighted, no stop-gradient", choices=("tdpo2", "tdpo1"))
 
 

@@ -184,7 +184,8 @@ def authors_side_rewards(packed: Packed, topk_ids: torch.Tensor, gamma: float = 
 
 @dataclass
 class TVKDConfig(MethodConfig):
-    alpha: float = setting(DEFAULTS["alpha"], "TVKD paper (Kwon et al. 2025), its α sweep",
+    alpha: float = setting(DEFAULTS["alpha"], "TVKD authors' recipe (recipes/llama3.2-1b-deita-dpomix/TVKD.yaml: "
+                           "qadapter_alpha 0.7)",
                            "weight α of the shaping term ψ (or of the action-dependent auxiliary reward)", min=0.0)
     beta: float = setting(DEFAULTS["beta"], "our choice (the usual DPO scale); the paper's single β is 2",
                           "loss scale β of the log-ratio term (the paper uses one β for this and the value "

@@ -45,8 +45,8 @@ def wpo_weights(m_w: torch.Tensor, m_l: torch.Tensor, clamp: bool = True) -> tor
 
 @dataclass
 class WPOConfig(MethodConfig):
-    beta: float = setting(0.05, "METHODS.md (the DPO β of the seed papers)", "DPO inverse temperature β", min=0.0)
-    clamp_weight: bool = setting(True, "METHODS.md", "clamp the pair weight at 1 (False = TRL's "
+    beta: float = setting(0.05, "our choice (the project's DPO β)", "DPO inverse temperature β", min=0.0)
+    clamp_weight: bool = setting(True, "our choice (a weight ≤ 1)", "clamp the pair weight at 1 (False = TRL's "
                                  "use_weighting, which does not clamp)")
 
 

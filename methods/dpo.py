@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import seg_sum
+from bench.tensors import seg_sum, work_dtype
 
 
 def dpo_loss(pi_w, pi_l, ref_w, ref_l, beta: float) -> torch.Tensor:
@@ -27,9 +27,11 @@ def sequence_logps(batch: LossBatch, side: str, model: str = "reference"):
 
 
 def frozen_sequence_logps(batch: LossBatch, model: str, side: str):
-    """A cached `logps` signal summed per sequence of `side`, in work dtype (never cast down)."""
+    """A cached `logps` signal summed per sequence of `side`, in the wider of the policy's and the signal's dtype
+    (float32 at least): never cast down, and accumulated in float64 next to a float64 policy."""
     p = batch.policy[side]
-    return seg_sum(batch.signal(model, "logps", side)["logps"], p.seg, p.n_seq)
+    logps = batch.signal(model, "logps", side)["logps"]
+    return seg_sum(logps.to(work_dtype(p.logits, logps)), p.seg, p.n_seq)
 
 
 REF_LOGPS = [SignalSpec("reference", "chosen", "logps"), SignalSpec("reference", "rejected", "logps")]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.method import LossBatch, SignalSpec
+from bench.method import LossBatch
 from bench.registry import get_method, method_names
 from bench.tensors import Packed
 

@@ -11,7 +11,7 @@ from leaderboard.collect import metric_columns
 ID_COLUMNS = ["method", "settings", "student", "teacher", "dataset", "seed"]
 FRACTION = {"verified", "reward_acc"}  # stored in [0, 1], shown ×100
 PERCENT = FRACTION | {"alpaca_wr", "alpaca_lc", "oll_avg"}  # shown as percent
-LOWER_IS_BETTER = {"value_kl"}
+LOWER_IS_BETTER = {"value_kl"}  # bold = the smallest; shown with 3 significant digits (KLs can be ≪ 0.01)
 
 
 def as_percent(col: str, v: float) -> float:
@@ -23,6 +23,8 @@ def fmt(col: str, v) -> str:
         return "–"
     if col in PERCENT:
         return f"{as_percent(col, v):.1f}"
+    if col in LOWER_IS_BETTER:
+        return f"{v:.3g}"
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 

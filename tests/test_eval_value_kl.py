@@ -113,7 +113,7 @@ def test_leaderboard_shows_value_kl_and_marks_the_lowest_best(tvkd_run):
     assert rows[0]["value_kl"] == pytest.approx(tvkd_run.metrics["value_kl"]["score"])
     a = {**{c: None for c in COLUMNS}, "method": "A", "settings": "", "student": "s", "teacher": "t",
          "dataset": "d", "seed": 0, "value_kl": 0.5, "verified": 0.1}
-    b = {**a, "method": "B", "value_kl": 0.2, "verified": 0.3}
+    b = {**a, "method": "B", "value_kl": 0.00213, "verified": 0.3}
     md = to_markdown([a, b])
     assert "value_kl" in md.splitlines()[0]
-    assert "**0.20**" in md and "**0.50**" not in md and "**30.0**" in md
+    assert "**0.00213**" in md and "**0.5**" not in md and "**30.0**" in md

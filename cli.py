@@ -57,11 +57,14 @@ def run(
 
 
 @app.command()
-def methods(fmt: str = typer.Option("table", "--format", help="table | json")):
+def methods(fmt: str = typer.Option("table", "--format", help="table | json | md (the method reference, "
+                                     "docs/METHODS.md)")):
     """List method plugins with their settings, defaults and the source of each default."""
     from bench.method import describe
     from bench.registry import get_method, method_names
 
+    if fmt not in ("table", "json", "md"):
+        _fail(f"--format {fmt!r} is invalid; use table, json or md")
     infos = []
     for n in method_names():
         try:
@@ -71,8 +74,11 @@ def methods(fmt: str = typer.Option("table", "--format", help="table | json")):
     if fmt == "json":
         typer.echo(json.dumps(infos, indent=2, default=str))
         return
-    if fmt != "table":
-        _fail(f"--format {fmt!r} is invalid; use table or json")
+    if fmt == "md":
+        from bench.method_docs import methods_markdown
+
+        typer.echo(methods_markdown(infos), nl=False)
+        return
     from rich.console import Console
     from rich.table import Table
 

@@ -160,18 +160,25 @@ def build_config(cls, overrides: dict[str, Any], method: str):
 
 
 def describe(method: Method) -> dict[str, Any]:
-    """JSON-able description for `bench methods`."""
+    """JSON-able description for `bench methods`: declarations at the default settings, every setting with its
+    default, range and source, and the plugin module's docstring (equation, deviations, ablations)."""
+    import inspect
+
     cfg = method.config_cls()
     settings = []
     for f in dataclasses.fields(cfg):
+        meta = f.metadata
         settings.append({
             "name": f.name, "type": f.type if isinstance(f.type, str) else f.type.__name__,
-            "default": getattr(cfg, f.name), "source": f.metadata.get("source", ""), "help": f.metadata.get("help", ""),
-            **({"choices": list(f.metadata["choices"])} if f.metadata.get("choices") else {}),
+            "default": getattr(cfg, f.name), "source": meta.get("source", ""), "help": meta.get("help", ""),
+            **({"choices": list(meta["choices"])} if meta.get("choices") else {}),
+            **({k: meta[k] for k in ("min", "max") if meta.get(k) is not None}),
         })
+    module = inspect.getmodule(type(method))
     return {
         "name": method.name, "display_name": method.display_name or method.name, "citation": method.citation,
         "sides": list(method.sides(cfg)), "signals": [s.name for s in method.signals(cfg)],
         "reference": method.reference(cfg), "init_from": method.init_from(cfg), "settings": settings,
         "doc": (type(method).__doc__ or "").strip().splitlines()[0] if type(method).__doc__ else "",
+        "module_doc": inspect.cleandoc(module.__doc__) if module is not None and module.__doc__ else "",
     }

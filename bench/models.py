@@ -248,3 +248,36 @@ def check_same_vocab(teacher_tok, student_tok, teacher: str, student: str) -> No
             f"teacher '{teacher}' and student '{student}' do not share a vocabulary ({diff} differ: "
             f"{ft} vs {fs}); pick a teacher from the student's model family"
         )
+
+
+def embedding_size(name_or_path: str) -> int | None:
+    """Rows of a model's (output) embedding matrix, read from its config only (no weights loaded); None when the
+    config does not say."""
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(ensure_model_dir(name_or_path), trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise BenchError(f"could not read the config of model '{name_or_path}' ({e.__class__.__name__}); check the "
+                         "id/path, or pass a local directory when offline") from None
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    size = getattr(text, "vocab_size", None)
+    return int(size) if size is not None else None
+
+
+def check_embedding_sizes(teacher: str, student: str, n_tokens: int) -> None:
+    """Refuse, before any work, a pair whose embedding matrices differ in size (e.g. a teacher padded beyond the
+    shared tokenizer, as Qwen2.5-7B's 152064 rows vs 0.5B's 151936), or a model with fewer rows than the tokenizer
+    has tokens: teacher top-k ids and logits must index the student's vocabulary row for row."""
+    sizes = {teacher: embedding_size(teacher), student: embedding_size(student)}
+    t, s = sizes[teacher], sizes[student]
+    if t is not None and s is not None and t != s:
+        raise BenchError(
+            f"teacher '{teacher}' has {t} embedding rows and student '{student}' has {s} (their shared tokenizer has "
+            f"{n_tokens} tokens); the teacher's top-k ids and logits must index the student's vocabulary: resize one "
+            f"model's embeddings to the other's size (model.resize_token_embeddings({max(t, s)}), then "
+            "save_pretrained) and pass that local directory")
+    for name, size in sizes.items():
+        if size is not None and size < n_tokens:
+            raise BenchError(f"model '{name}' has {size} embedding rows but its tokenizer has {n_tokens} tokens; "
+                             "token ids past the embedding would crash; pass a model saved with its own tokenizer")

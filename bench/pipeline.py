@@ -21,13 +21,13 @@ from bench.errors import BenchError
 from bench.generate import decode, make_generator
 from bench.identity import GENERATION_MODULES, SIGNAL_MODULES, code_version, method_code_version, result_preset
 from bench.method import Method
-from bench.models import (check_same_vocab, default_teacher_for, load_model, load_tokenizer, model_identity,
-                          resolve_preset)
+from bench.models import (check_embedding_sizes, check_same_vocab, default_teacher_for, load_model, load_tokenizer,
+                          model_identity, resolve_preset)
 from bench.registry import get_method
 from bench.rundir import read_jsonl, write_jsonl
 from bench.signal_cache import SignalEntry, write_entry
-from bench.signals import compute_side_signals
 from bench.paths import cache_root
+from bench.signals import SIGNAL_FORMAT, check_k, compute_side_signals
 from bench.stages import build_stage, content_key, remove_owned, stage_path, token_hash
 from bench.trainer import TrainConfig, TrainData, train
 from bench.validation import make_validator
@@ -53,9 +53,11 @@ class Pipeline:
         self.bundle: DatasetBundle = bundle
         self.tok = load_tokenizer(cfg.student)
         check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)
+        check_embedding_sizes(self.teacher, cfg.student, len(self.tok))
         self.enc = Encoder(self.tok, int(self.preset.get("max_prompt_len", self.student_preset.max_prompt_len)),
                            int(self.preset.get("max_response_len", self.student_preset.max_response_len)))
-        self.k = int(self.preset.get("k", 50))
+        self.k = self.preset.get("k", 50)
+        check_k(self.k, len(self.tok))
         self.tau = float(self.preset.get("tau", 2.0))
         self.infer_bs = int(self.preset.get("infer_batch_size", 16))
         for role in (*TEACHER_STAGES, "sft_student", "student"):  # fail before any work, not mid-pipeline
@@ -130,7 +132,8 @@ class Pipeline:
         return {"method": method_name, "settings": mcfg.to_dict(), "code": method_code_version(method),
                 "init": self.model_key("sft_student" if init == "reference" else init),
                 "teacher": self.model_key("dpo_teacher"), "data": self.data_key("pref_train"),
-                "train": result_preset({"s": self.stage_cfg("student")})["s"], "seed": self.cfg.seed, "k": self.k, "tau": self.tau,
+                "train": result_preset({"s": self.stage_cfg("student")})["s"], "seed": self.cfg.seed, "k": self.k,
+                "tau": self.tau, "signal_format": SIGNAL_FORMAT,
                 "select": {"by": p.get("select_by"), "n": p.get("val_prompts"), "rm": p.get("rm_model"),
                            "val": self.data_key("pref_val")},
                 "generation": p.get("generation")}
@@ -239,7 +242,8 @@ class Pipeline:
     def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str]) -> SignalEntry:
         pairs = self.side_pairs(split, side, alias)
         key = {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
-               "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES)}
+               "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES),
+               "format": SIGNAL_FORMAT}
         final = stage_path("signals", key)
 
         def fill(writers):

@@ -5,18 +5,51 @@ from collections import Counter
 
 import torch
 
+from bench.errors import BenchError
 from bench.forward import pad_batch, packed_forward
 from bench.progress import progress_bar
 
 # Forward passes made by signal computation, by model key (tests use it to prove cache reuse).
 FORWARD_PASSES: Counter = Counter()
 
+#: Version of what a cache entry holds; part of the signal cache key, so entries written by older code (whose
+#: tail was not derived from the stored float16 log-probs) are never reused. Bump it when the stored data changes.
+SIGNAL_FORMAT = 2
+
+
+def check_k(k: int, vocab: int) -> None:
+    """1 ≤ k ≤ V, or one clear error line."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab:
+        raise BenchError(f"k={k!r} is invalid; the teacher top-k size must be an integer between 1 and the "
+                         f"vocabulary size {vocab}")
+
+
+def round_down_half(x: torch.Tensor) -> torch.Tensor:
+    """Log-probs (≤ 0) as float16, each rounded toward −inf: exp(stored) ≤ exp(x), so the stored top-k masses
+    never sum above the true ones and the tail derived from them is ≥ 0 (no clamping needed in practice)."""
+    x = x.clamp(max=0.0)
+    h = x.to(torch.float16)
+    bits = h.view(torch.int16)
+    # one float16 step toward −inf: magnitude bits + 1 for a negative number; ±0 → the smallest negative subnormal
+    down = torch.where(h == 0, torch.full_like(bits, -32767), bits + 1)
+    return torch.where(h.to(x.dtype) > x, down, bits).view(torch.float16)
+
+
+def logsumexp64(z: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """Row logsumexp in float64, a few rows at a time (bounded memory for [N, V] logits)."""
+    return torch.cat([torch.logsumexp(z[i:i + rows].double(), dim=-1) for i in range(0, z.shape[0], rows)])
+
 
 def topk_signal(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    vals, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
-    tail = (1.0 - vals.exp().sum(-1)).clamp(min=0.0)
-    return {"topk_ids": ids.to(torch.int32), "topk_logps": vals.to(torch.float16), "tail": tail.float()}
+    """Top-k ids (int32), their log-probs under the full softmax (computed in float64, stored as float16 rounded
+    toward −inf) and the tail mass 1 − Σ exp(stored log-probs) (float32) derived from the STORED values, so the
+    k+1 bins sum to 1 up to the float32 rounding of the tail."""
+    check_k(k, logits.shape[-1])
+    z = logits.float()
+    top, ids = z.topk(k, dim=-1)  # the top-k of the logits is the top-k of the log-probs
+    stored = round_down_half(top.double() - logsumexp64(z)[:, None])
+    tail = (1.0 - stored.double().exp().sum(-1)).clamp(min=0.0)
+    return {"topk_ids": ids.to(torch.int32), "topk_logps": stored, "tail": tail.float()}
 
 
 def value_signal(logits: torch.Tensor, next_ids: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:

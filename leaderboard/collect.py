@@ -21,6 +21,7 @@ COLUMNS = {
     "alpaca_wr": ("alpacaeval", "score"),
     "alpaca_lc": ("alpacaeval", "length_controlled_winrate"),
     "oll_avg": ("oll", "score"),
+    "value_kl": ("value_kl", "score"),
     "train_s": ("train", "seconds"),
 }
 

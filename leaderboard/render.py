@@ -11,6 +11,7 @@ from leaderboard.collect import metric_columns
 ID_COLUMNS = ["method", "settings", "student", "teacher", "dataset", "seed"]
 FRACTION = {"verified", "reward_acc"}  # stored in [0, 1], shown ×100
 PERCENT = FRACTION | {"alpaca_wr", "alpaca_lc", "oll_avg"}  # shown as percent
+LOWER_IS_BETTER = {"value_kl"}  # bold = the smallest; shown with 3 significant digits (KLs can be ≪ 0.01)
 
 
 def as_percent(col: str, v: float) -> float:
@@ -22,13 +23,15 @@ def fmt(col: str, v) -> str:
         return "–"
     if col in PERCENT:
         return f"{as_percent(col, v):.1f}"
+    if col in LOWER_IS_BETTER:
+        return f"{v:.3g}"
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
 def to_markdown(rows: list[dict]) -> str:
     cols = ID_COLUMNS + metric_columns(rows)
-    best = {c: max((r[c] for r in rows if r[c] is not None), default=None) for c in metric_columns(rows)
-            if c != "train_s"}
+    best = {c: (min if c in LOWER_IS_BETTER else max)((r[c] for r in rows if r[c] is not None), default=None)
+            for c in metric_columns(rows) if c != "train_s"}
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []

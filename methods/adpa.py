@@ -20,37 +20,39 @@ Authors' released code, offered as options (the paper form is the default):
     (the code also floors both probabilities at 1e-7; not reproduced: cached log-probs are float16 anyway);
   - clamp=True: A_t clamped to [1e-8, 1 − 1e-8] (silences every negative advantage; caps positive ones at ~1).
 
-Variants (setting `variant`; the ablations of the paper):
+Variants (setting `variant`; the ablations of the paper), every one weighted by γ (eq. 10; eq. 30–31 for the Q
+variants, which the paper writes with γ/|ŷ| Σ_t):
   - "adpa":      the loss above;
   - "no_ref":    w/o reference teacher: SFT − γ·mean_t Σ_{a∈K_t} π_θ(a|ŝ_t)·log π_dpo(a|ŝ_t) (fill/clamp do not
                  apply). Every term is ≤ 0, so on its own it pushes mass out of K_t; only SFT counteracts it;
-  - "q_argmax":  SFT + w_q · mean_t CE(onehot(a*_t), π_θ(·|ŝ_t)) = SFT − w_q·mean_t log π_θ(a*_t|ŝ_t),
-                 a*_t = argmax_{a∈K_t} A_t(a) (ties: the first in K_t's order, i.e. the larger π_dpo);
-  - "q_softmax": SFT + w_q · mean_t KL(p_A,t || π_θ(·|ŝ_t)), p_A,t = softmax over K_t of A_t (temperature 1,
-                 zero outside K_t). Because p_A,t has no mass outside K_t this is the exact full-vocabulary KL:
+  - "q_argmax":  SFT + γ·mean_t CE(onehot(a*_t), π_θ(·|ŝ_t)) = SFT − γ·mean_t log π_θ(a*_t|ŝ_t),
+                 a*_t = argmax_{a∈K_t} A_t(a) (ties: the first in K_t's order, i.e. the larger π_dpo)   (eq. 30);
+  - "q_softmax": SFT + γ·mean_t KL(p_A,t || π_θ(·|ŝ_t)), p_A,t = softmax over K_t of A_t (temperature 1,
+                 zero outside K_t)                                                                     (eq. 31).
+                 Because p_A,t has no mass outside K_t this is the exact full-vocabulary KL:
                  Σ_{a∈K_t} p_A,t(a) [log p_A,t(a) − log π_θ(a|ŝ_t)] with π_θ the full softmax (not renormalised
                  on K_t, so it also pulls π_θ's mass into K_t).
-  METHODS.md writes the two Q variants without a weight: w_q = `q_weight` = 1; γ weights only "adpa"/"no_ref".
+Token-mean convention (all variants): "mean_t" is the mean over ALL rollout tokens of the batch, the harness's
+convention for every token loss; the paper's γ/|ŷ| Σ_t normalises per sequence (the two agree when the batch's
+rollouts have equal lengths).
 State source (setting `state_source`): "student" (gen:sft_student, default), "chosen", "rejected" (ŷ = y_w or y_l)
 or "teacher" (gen:dpo_teacher). With "chosen" one policy pass on the chosen side serves both terms.
 Fill, clamp and the variant act on A_t in this order: advantage (with fill) → clamp → variant.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from bench.errors import BenchError
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import Packed
+from bench.tensors import Packed, logps_at
 
 CLAMP_LO, CLAMP_HI = 1e-8, 1.0 - 1e-8
 VARIANTS = ("adpa", "no_ref", "q_argmax", "q_softmax")
 STATE_SOURCES = ("student", "chosen", "rejected", "teacher")
 DEFAULT_GAMMA = 1.6
-DEFAULT_Q_WEIGHT = 1.0
 
 
 # ---------------------------------------------------------------- pure tensor math
@@ -86,8 +88,8 @@ def advantages(dpo_ids, dpo_logps, ref_ids=None, ref_logps=None, fill: str = "re
 
 
 def student_logps_at(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """log π_θ(a|s) (full softmax) at ids [N, k]."""
-    return logits.gather(-1, ids.long()) - torch.logsumexp(logits, dim=-1, keepdim=True)
+    """log π_θ(a|s) (full softmax) at ids [N, k], in work dtype."""
+    return logps_at(logits, ids)
 
 
 def _work_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -120,8 +122,7 @@ def sft_nll(packed: Packed) -> torch.Tensor:
 
 def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
               ref_topk: dict[str, torch.Tensor] | None = None, gamma: float = DEFAULT_GAMMA, variant: str = "adpa",
-              fill: str = "ref_min", clamp: bool = False,
-              q_weight: float = DEFAULT_Q_WEIGHT) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              fill: str = "ref_min", clamp: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The ADPA loss (or one of its variants); `states` is the Packed of the rollout side (may be `chosen`).
     Returns (loss, parts)."""
     ids, dpo_logps = dpo_topk["topk_ids"], dpo_topk["topk_logps"].to(_work_dtype(states.logits))
@@ -140,11 +141,11 @@ def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
     elif variant == "q_argmax":
         term = q_argmax_ce(states.logits, ids, adv).mean()
         parts["q_ce"] = term
-        loss = nll + q_weight * term
+        loss = nll + gamma * term
     elif variant == "q_softmax":
         term = q_softmax_kl(states.logits, ids, adv).mean()
         parts["q_kl"] = term
-        loss = nll + q_weight * term
+        loss = nll + gamma * term
     else:
         raise ValueError(f"unknown ADPA variant {variant!r}")
     return loss, parts
@@ -155,38 +156,26 @@ def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
 
 @dataclass
 class ADPAConfig(MethodConfig):
-    gamma: float = setting(DEFAULT_GAMMA, "authors' 1B recipe (paper sweeps 0.5–5, peak ≈3; METHODS.md)",
-                           "weight γ of the advantage term (variants adpa, no_ref)", min=0.0)
-    variant: str = setting("adpa", "paper eq. 10; others = the paper's ablations (METHODS.md)",
+    gamma: float = setting(DEFAULT_GAMMA, "ADPA authors' 1B recipe (the paper sweeps γ 0.5–5, peak ≈3)",
+                           "weight γ of the advantage term (every variant: eq. 10, eq. 30–31)", min=0.0)
+    variant: str = setting("adpa", "ADPA paper eq. 10; others = its ablations (w/o reference teacher, eq. 30–31)",
                            "adpa | no_ref (w/o reference teacher) | q_argmax | q_softmax", choices=VARIANTS)
-    state_source: str = setting("student", "paper: SFT-student rollouts; others = state-source ablation",
+    state_source: str = setting("student", "ADPA paper: SFT-student rollouts; others = its state-source ablation",
                                 "where the states ŝ come from: student rollouts, chosen, rejected, or teacher "
                                 "generations", choices=STATE_SOURCES)
-    fill: str = setting("ref_min", "paper; 'dpo_min' = authors' code",
+    fill: str = setting("ref_min", "ADPA paper; 'dpo_min' = authors' code",
                         "log-prob for DPO top-k tokens missing from π_ref's top-k: π_ref's or π_dpo's smallest "
                         "top-k log-prob", choices=("ref_min", "dpo_min"))
-    clamp: bool = setting(False, "paper: no clamp; True = authors' code",
+    clamp: bool = setting(False, "ADPA paper: no clamp; True = authors' code",
                           "clamp advantages to [1e-8, 1-1e-8] (drops every negative advantage)")
-    q_weight: float = setting(DEFAULT_Q_WEIGHT, "METHODS.md writes SFT + CE / SFT + KL (weight 1)",
-                              "weight of the CE/KL term of the q_argmax / q_softmax variants", min=0.0)
 
     def validate(self) -> None:
         super().validate()
-        for key in ("gamma", "q_weight"):
-            if not math.isfinite(getattr(self, key)):
-                raise BenchError(f"adpa: {key}={getattr(self, key)} is invalid; it must be a finite number")
-        unused = []
         if self.variant == "no_ref":
-            unused += [f"fill={self.fill!r}"] if self.fill != "ref_min" else []
-            unused += ["clamp=True"] if self.clamp else []
-        if self.variant in ("q_argmax", "q_softmax") and self.gamma != DEFAULT_GAMMA:
-            unused.append(f"gamma={self.gamma}")
-        if self.variant in ("adpa", "no_ref") and self.q_weight != DEFAULT_Q_WEIGHT:
-            unused.append(f"q_weight={self.q_weight}")
-        if unused:
-            raise BenchError(f"adpa: {', '.join(unused)} has no effect with variant={self.variant!r}; drop it "
-                             "(fill/clamp act on the reference advantage, gamma weights adpa/no_ref, q_weight the "
-                             "q_* variants)")
+            unused = ([f"fill={self.fill!r}"] if self.fill != "ref_min" else []) + (["clamp=True"] if self.clamp else [])
+            if unused:
+                raise BenchError(f"adpa: {', '.join(unused)} has no effect with variant='no_ref'; drop it (fill and "
+                                 "clamp act on the reference advantage)")
 
 
 class ADPA(Method):
@@ -218,5 +207,5 @@ class ADPA(Method):
         state = self.state_side(cfg)
         ref = None if cfg.variant == "no_ref" else batch.signal("ref_teacher", "topk", state)
         loss, parts = adpa_loss(batch.policy["chosen"], batch.policy[state], batch.signal("dpo_teacher", "topk", state),
-                                ref, cfg.gamma, cfg.variant, cfg.fill, cfg.clamp, cfg.q_weight)
+                                ref, cfg.gamma, cfg.variant, cfg.fill, cfg.clamp)
         return loss, {k: v.item() for k, v in parts.items()}

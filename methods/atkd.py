@@ -14,8 +14,8 @@ with g = y_t the gold token. Teacher uncertainty u_t = 1 − p_T(y_t). Tokens wi
 Verified against the authors' released code (not the paper PDF, which was not reachable): uncertainty = teacher
 non-gold mass `pnt_tea`; split `easy = u < median(u)` over the batch's response tokens (torch lower median);
 easy_loss = NCKD, hard_loss = TCKD + NCKD, `alpha*easy + (1-alpha)*hard` with alpha = 0.2 (its default); each part
-a token mean over its own subset; `use_pnt=False` (no (1−p_T(g)) weight). That matches METHODS.md's description.
-Differences: (1) the authors' ATKD loss has no SFT term — METHODS.md adds SFT(y_w) (`sft_weight=1`);
+a token mean over its own subset; `use_pnt=False` (no (1−p_T(g)) weight).
+Differences: (1) the authors' ATKD loss has no SFT term — we add SFT(y_w) like the other KD baselines (`sft_weight=1`);
 `sft_weight=0` reproduces the code. (2) The authors use full teacher logits; here the teacher is the cached
 top-k signal plus its exact gold-token log-prob (a `logps` signal), so TCKD is exact and NCKD is computed over
 bins {top-k ids ∖ g} ∪ {rest}, renormalised (exact when k = V−1; tested against dense full-vocabulary math).
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import Packed
+from bench.tensors import Packed, work_dtype
 from methods.sft import sft_loss
 
 
@@ -40,7 +40,8 @@ def atkd_token_parts(logits: torch.Tensor, labels: torch.Tensor, topk_ids: torch
     from the top-k signal, the teacher's exact gold log-prob and the tail (rest = tail − p_T(gold) when gold is not
     in the top-k); student masses are exact from its full logits.
     """
-    dt = logits.dtype
+    dt = work_dtype(logits)  # float32 at least: the cached teacher signals are never rounded down
+    logits = logits.to(dt)
     V = logits.shape[-1]
     neg = torch.finfo(dt).min / 2  # finite "minus infinity": keeps empty-set logsumexps differentiable
     ids = topk_ids.long()
@@ -90,9 +91,9 @@ def atkd_kd_loss(tckd: torch.Tensor, nckd: torch.Tensor, easy: torch.Tensor, lam
 
 @dataclass
 class ATKDConfig(MethodConfig):
-    lam: float = setting(0.2, "METHODS.md; authors' code default alpha=0.2", "weight λ of the easy-token loss "
+    lam: float = setting(0.2, "ATKD authors' code (distill_trainer.py default alpha=0.2)", "weight λ of the easy-token loss "
                          "(1−λ on hard tokens)", min=0.0, max=1.0)
-    sft_weight: float = setting(1.0, "METHODS.md (+SFT); authors' code has none (0)", "weight of SFT(y_w)", min=0.0)
+    sft_weight: float = setting(1.0, "our choice (+SFT, like the other KD baselines); authors' code has none (0)", "weight of SFT(y_w)", min=0.0)
     teacher: str = setting("dpo_teacher", "our choice (as VanillaKD: π_dpo; option π_ref)", "teacher model",
                            choices=("dpo_teacher", "ref_teacher"))
 

@@ -61,13 +61,13 @@ def dckd_loss(chosen: Packed, topk_w: dict[str, torch.Tensor], rejected: Packed 
 
 @dataclass
 class DCKDConfig(MethodConfig):
-    alpha: float = setting(DEFAULT_ALPHA, "ADPA paper (eq. 7), best of its α sweep (METHODS.md)",
+    alpha: float = setting(DEFAULT_ALPHA, "ADPA paper (eq. 7), best of its α sweep",
                            "weight α of each sparse-KL term", min=0.0)
     teacher: str = setting("dpo_teacher", "ADPA paper eq. 7 (π_dpo); 'chosen_teacher' = ablation w/o DPO teacher",
                            "teacher whose cached top-k is distilled", choices=("dpo_teacher", "chosen_teacher"))
     use_rejected: bool = setting(True, "ADPA paper eq. 7; False = ablation w/o dispreferred responses",
                                  "add the sparse-KL term on the rejected responses")
-    recipe: str = setting("paper", "METHODS.md: implement the paper; 'authors' = released code (0.1 on each KL)",
+    recipe: str = setting("paper", "ADPA paper eq. 7; 'authors' = released code (0.1 on each KL)",
                           "'paper': weights α; 'authors': weights 0.1 on each KL (alpha not read)",
                           choices=("paper", "authors"))
 

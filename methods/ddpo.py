@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import seg_sum
-from methods.dpo import REF_LOGPS, sequence_logps
+from methods.dpo import REF_LOGPS, frozen_sequence_logps, sequence_logps
 
 SIDES = ("chosen", "rejected")
 
@@ -33,8 +32,8 @@ def ddpo_loss(pi_w, pi_l, ref_w, ref_l, rt_w, rt_l, beta: float) -> torch.Tensor
 
 @dataclass
 class DDPOConfig(MethodConfig):
-    beta: float = setting(0.05, "METHODS.md", "student inverse temperature β", min=0.0)
-    beta_t: float = setting(0.05, "METHODS.md (the DPO teacher's β)", "teacher reward scale β_T", min=0.0)
+    beta: float = setting(0.05, "our choice (the project's DPO β)", "student inverse temperature β", min=0.0)
+    beta_t: float = setting(0.05, "our choice: the DPO teacher's β (dpo default), so r_T is its implicit reward", "teacher reward scale β_T", min=0.0)
 
 
 class DDPO(Method):
@@ -54,10 +53,9 @@ class DDPO(Method):
     def loss(self, batch: LossBatch, cfg):
         terms = {}
         for side in SIDES:
-            p = batch.policy[side]
             pi, ref = sequence_logps(batch, side)
-            dpo = seg_sum(batch.signal("dpo_teacher", "logps", side)["logps"].to(pi.dtype), p.seg, p.n_seq)
-            tref = seg_sum(batch.signal("ref_teacher", "logps", side)["logps"].to(pi.dtype), p.seg, p.n_seq)
+            dpo = frozen_sequence_logps(batch, "dpo_teacher", side)
+            tref = frozen_sequence_logps(batch, "ref_teacher", side)
             terms[side] = (pi, ref, implicit_reward(dpo, tref, cfg.beta_t))
         (pi_w, ref_w, rt_w), (pi_l, ref_l, rt_l) = terms["chosen"], terms["rejected"]
         losses = ddpo_loss(pi_w, pi_l, ref_w, ref_l, rt_w, rt_l, cfg.beta)

@@ -7,7 +7,7 @@ constraint to the teacher and learns that reward DPO-style with the TEACHER as t
            + α · mean_t reverse sparseKL(π_θ || π_T) on y_w
            + sft_weight · SFT(y_w),                                    π_T = π_dpo, β = 0.1, α = 0.1.
 
-Default = METHODS.md: sequence-level, on the dataset's true pairs (y_w, y_l), with the reverse-KL term made
+Default (our choice): sequence-level, on the dataset's true pairs (y_w, y_l), with the reverse-KL term made
 explicit over the cached top-k bins; teacher sequence log-probs from cached `logps` signals.
 
 What was checked, against the authors' released code (the paper text was not reachable): β = 0.1 (`--dpo-beta`
@@ -16,7 +16,7 @@ Where the code differs (offered/documented, not default): (1) the released loss 
 position the teacher's argmax token is "chosen" and the student's argmax token "rejected", per-token DPO logits,
 token mean — rather than sequence-level; not implemented here (the student's argmax is often outside the cached
 teacher top-k, whose log-prob is then unknown). (2) The released script mixes with cross-entropy,
-(1 − kd_ratio)·CE + kd_ratio·DPKD with kd_ratio = 0.5 (`sft_weight` exposes a CE term; default 0 = METHODS.md;
+(1 − kd_ratio)·CE + kd_ratio·DPKD with kd_ratio = 0.5 (`sft_weight` exposes a CE term; default 0;
 sft_weight=1 gives the code's 1:1 ratio up to an overall factor 2). (3) The code has no explicit reverse-KL term
 (the KL constraint is only implicit in the DPO form): α = 0 removes it. (4) The paper's pairs are teacher output ≻
 student output: `pairs="pseudo"` uses y_w = "gen:<teacher>", y_l = "gen:sft_student" (stored greedy generations).
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import seg_sum
+from methods.dpo import frozen_sequence_logps
 from methods.sft import sft_loss
 from methods.vanilla_kd import token_sparse_kl
 
@@ -41,14 +41,14 @@ def dpkd_pair_loss(pi_w, pi_l, t_w, t_l, beta: float) -> torch.Tensor:
 
 @dataclass
 class DPKDConfig(MethodConfig):
-    beta: float = setting(0.1, "METHODS.md; authors' code --dpo-beta default", "inverse temperature β", min=0.0)
-    alpha: float = setting(0.1, "METHODS.md", "weight α of the reverse sparse KL on y_w (0 = authors' code)",
+    beta: float = setting(0.1, "DPKD authors' code (main.py --dpo-beta default 0.1)", "inverse temperature β", min=0.0)
+    alpha: float = setting(0.1, "our choice (an explicit reverse-KL term; the authors' code has none: α = 0)", "weight α of the reverse sparse KL on y_w (0 = authors' code)",
                            min=0.0)
-    sft_weight: float = setting(0.0, "METHODS.md (none); authors' script mixes CE 1:1", "weight of SFT(y_w)",
+    sft_weight: float = setting(0.0, "our choice (no CE); the authors' script mixes CE 1:1 (kd_ratio 0.5)", "weight of SFT(y_w)",
                                 min=0.0)
-    pairs: str = setting("true", "METHODS.md (true pairs); 'pseudo' = the paper's teacher ≻ student generations",
+    pairs: str = setting("true", "our choice (dataset pairs); 'pseudo' = the paper's teacher ≻ student generations",
                          "which pairs", choices=("true", "pseudo"))
-    teacher: str = setting("dpo_teacher", "METHODS.md (π_dpo)", "teacher model (reference and KL target)",
+    teacher: str = setting("dpo_teacher", "our choice (π_dpo, the preference-aligned teacher)", "teacher model (reference and KL target)",
                            choices=("dpo_teacher", "ref_teacher"))
 
 
@@ -78,10 +78,7 @@ class DPKD(Method):
         w, l = _pair_sides(cfg)
         seqs = {}
         for side in (w, l):
-            p = batch.policy[side]
-            pi = seg_sum(p.token_logps(), p.seg, p.n_seq)
-            t = seg_sum(batch.signal(cfg.teacher, "logps", side)["logps"].to(pi.dtype), p.seg, p.n_seq)
-            seqs[side] = (pi, t)
+            seqs[side] = (batch.policy[side].sequence_logps(), frozen_sequence_logps(batch, cfg.teacher, side))
         (pi_w, t_w), (pi_l, t_l) = seqs[w], seqs[l]
         pref = dpkd_pair_loss(pi_w, pi_l, t_w, t_l, cfg.beta).mean()
         total, metrics = pref, {"pref": pref.item()}

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import seg_sum
+from bench.tensors import seg_sum, work_dtype
 
 
 def dpo_loss(pi_w, pi_l, ref_w, ref_l, beta: float) -> torch.Tensor:
@@ -20,11 +20,18 @@ def dpo_loss(pi_w, pi_l, ref_w, ref_l, beta: float) -> torch.Tensor:
 
 
 def sequence_logps(batch: LossBatch, side: str, model: str = "reference"):
-    """(policy, frozen-model) sequence log-probs of one side, summed over response tokens."""
+    """(policy, frozen-model) sequence log-probs of one side, summed over response tokens in work dtype (float32 at
+    least: a bfloat16 policy never rounds the cached float32 reference down; near −300 nats bf16's spacing is 2)."""
     p = batch.policy[side]
-    pi = seg_sum(p.token_logps(), p.seg, p.n_seq)
-    ref = seg_sum(batch.signal(model, "logps", side)["logps"].to(pi.dtype), p.seg, p.n_seq)
-    return pi, ref
+    return p.sequence_logps(), frozen_sequence_logps(batch, model, side)
+
+
+def frozen_sequence_logps(batch: LossBatch, model: str, side: str):
+    """A cached `logps` signal summed per sequence of `side`, in the wider of the policy's and the signal's dtype
+    (float32 at least): never cast down, and accumulated in float64 next to a float64 policy."""
+    p = batch.policy[side]
+    logps = batch.signal(model, "logps", side)["logps"]
+    return seg_sum(logps.to(work_dtype(p.logits, logps)), p.seg, p.n_seq)
 
 
 REF_LOGPS = [SignalSpec("reference", "chosen", "logps"), SignalSpec("reference", "rejected", "logps")]
@@ -32,7 +39,8 @@ REF_LOGPS = [SignalSpec("reference", "chosen", "logps"), SignalSpec("reference",
 
 @dataclass
 class DPOConfig(MethodConfig):
-    beta: float = setting(0.05, "seed papers' DPO-teacher setting (METHODS.md)", "inverse temperature β", min=0.0)
+    beta: float = setting(0.05, "our choice (the project's DPO-teacher β); the TVKD authors' teacher recipe uses "
+                          "0.01 (teacher_dpo.yaml)", "inverse temperature β", min=0.0)
 
 
 class DPO(Method):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import Packed, sparse_kl, student_bins
+from bench.tensors import Packed, sparse_kl, student_bins, work_dtype
 
 ROLLOUTS = "gen:sft_student"
 
@@ -52,7 +52,7 @@ def generalized_jsd_bins(logq: torch.Tensor, logp: torch.Tensor, p: torch.Tensor
 def gkd_token_loss(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logps: torch.Tensor, tail: torch.Tensor,
                    beta: float) -> torch.Tensor:
     """Per-row generalised JSD between the cached teacher top-k (+tail) and the student rows  [N]."""
-    dt = logits.dtype
+    dt = work_dtype(logits)  # float32 at least: a bf16 policy never rounds the cached teacher signals down
     topk_logps, tail = topk_logps.to(dt), tail.to(dt)
     if beta == 0.0:
         return sparse_kl(logits, topk_ids, topk_logps, tail)
@@ -86,9 +86,9 @@ def gkd_mix(data_tok: torch.Tensor | None, data_seg: torch.Tensor | None, gen_to
 
 @dataclass
 class GKDConfig(MethodConfig):
-    beta: float = setting(0.5, "METHODS.md; TRL GKDConfig.beta default", "JSD interpolation b (0 = forward KL, "
+    beta: float = setting(0.5, "TRL GKDConfig.beta default", "JSD interpolation b (0 = forward KL, "
                           "1 = reverse KL)", min=0.0, max=1.0)
-    lmbda: float = setting(0.5, "METHODS.md; TRL GKDConfig.lmbda default", "student-rollout fraction λ",
+    lmbda: float = setting(0.5, "TRL GKDConfig.lmbda default", "student-rollout fraction λ",
                            min=0.0, max=1.0)
     mix: str = setting("weighted", "our choice (expectation of TRL's per-step coin flip)", "how a batch mixes "
                        "dataset responses and rollouts: weighted | split", choices=("weighted", "split"))

@@ -4,10 +4,10 @@ sequence log-likelihood, plus SFT:
 
     loss = sft_weight·SFT(y+) + mean_pairs max(0, δ − ℓ̄_θ(y+) + ℓ̄_θ(y−)),   ℓ̄_θ(y) = log π_θ(y|x)/|y|.
 
-Default (METHODS.md): true preference pairs, y+ = y_w, y− = y_l, δ = 1.0, SFT weight 1. The paper's own setting
+Default (our choice): true preference pairs, y+ = y_w, y− = y_l, δ = 1.0, SFT weight 1. The paper's own setting
 builds pseudo-preference pairs from the teacher–student capacity gap (teacher output ≻ student output):
 `pairs="pseudo"` uses y+ = the teacher's stored greedy generation ("gen:<teacher>") and y− = the SFT student's
-("gen:sft_student"); SFT is then on y+. METHODS.md marks this formula "approximate": it could not be checked
+("gen:sft_student"); SFT is then on y+. This formula is approximate: it could not be checked
 against the paper text or code here (no copy reachable; no public code found in the indexed sources); it matches
 our recollection of the paper's margin calibration loss on length-normalised scores. No teacher signal is read.
 """
@@ -33,9 +33,9 @@ def _avg(p: Packed) -> torch.Tensor:
 
 @dataclass
 class PLaDConfig(MethodConfig):
-    delta: float = setting(1.0, "METHODS.md", "margin δ of the calibration hinge", min=0.0)
-    sft_weight: float = setting(1.0, "METHODS.md", "weight of SFT on the preferred response", min=0.0)
-    pairs: str = setting("true", "METHODS.md (true pairs); 'pseudo' = the paper's teacher-vs-student pairs",
+    delta: float = setting(1.0, "our choice (PLaD's own δ could not be checked)", "margin δ of the calibration hinge", min=0.0)
+    sft_weight: float = setting(1.0, "our choice", "weight of SFT on the preferred response", min=0.0)
+    pairs: str = setting("true", "our choice (dataset pairs); 'pseudo' = the paper's teacher-vs-student pairs",
                          "which pairs: dataset chosen/rejected, or teacher generation ≻ student generation",
                          choices=("true", "pseudo"))
     teacher: str = setting("dpo_teacher", "our choice (pseudo pairs only)", "teacher whose generations are y+ "

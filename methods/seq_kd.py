@@ -16,7 +16,7 @@ from methods.sft import sft_loss
 
 @dataclass
 class SeqKDConfig(MethodConfig):
-    teacher: str = setting("dpo_teacher", "METHODS.md (π_dpo's greedy generations)", "model whose stored greedy "
+    teacher: str = setting("dpo_teacher", "our choice (the preference-aligned teacher π_dpo; Kim & Rush distil their one teacher)", "model whose stored greedy "
                            "generations are the SFT targets", choices=("dpo_teacher", "ref_teacher"))
 
 

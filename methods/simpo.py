@@ -28,8 +28,8 @@ def simpo_loss(avg_w: torch.Tensor, avg_l: torch.Tensor, beta: float, gamma: flo
 
 @dataclass
 class SimPOConfig(MethodConfig):
-    beta: float = setting(2.0, "METHODS.md (Meng et al. 2024)", "reward scale β", min=0.0)
-    gamma: float = setting(1.0, "METHODS.md (Meng et al. 2024)", "target reward margin γ", min=0.0)
+    beta: float = setting(2.0, "SimPO authors' code (training_configs/llama-3-8b-base-simpo.yaml: beta 2.0)", "reward scale β", min=0.0)
+    gamma: float = setting(1.0, "SimPO authors' code (same config: gamma_beta_ratio 0.5, γ = 0.5·β)", "target reward margin γ", min=0.0)
 
 
 class SimPO(Method):

@@ -20,15 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.method import LossBatch, Method, MethodConfig, setting
-from bench.tensors import Packed, seg_sum
+from bench.tensors import Packed, full_kl, seg_sum
 
 
 def sequence_kl(ref_logits: torch.Tensor, logits: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
     """D(y) = Σ_t KL(π_ref(·|s_t) || π_θ(·|s_t)) per sequence [n] (full-vocabulary KL, ref constant)."""
-    ref_logp = F.log_softmax(ref_logits.to(logits.dtype), dim=-1)
-    logp = F.log_softmax(logits, dim=-1)
-    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
-    return seg_sum(kl, seg, n)
+    return seg_sum(full_kl(ref_logits, logits), seg, n)
 
 
 def tdpo_loss(pi_w, pi_l, ref_w, ref_l, kl_w, kl_l, beta: float, alpha: float = 0.5,
@@ -47,19 +44,19 @@ def tdpo_loss(pi_w, pi_l, ref_w, ref_l, kl_w, kl_l, beta: float, alpha: float = 
 def _side_terms(batch: LossBatch, side: str):
     p: Packed = batch.policy[side]
     r: Packed = batch.ref[side]
-    pi = seg_sum(p.token_logps(), p.seg, p.n_seq)
+    pi = p.sequence_logps()
     with torch.no_grad():
-        ref = seg_sum(r.token_logps().to(pi.dtype), p.seg, p.n_seq)
+        ref = r.sequence_logps()
     kl = sequence_kl(r.logits.detach(), p.logits, p.seg, p.n_seq)
     return pi, ref, kl
 
 
 @dataclass
 class TDPOConfig(MethodConfig):
-    beta: float = setting(0.1, "METHODS.md; TDPO paper/code default", "inverse temperature β", min=0.0)
-    alpha: float = setting(0.5, "METHODS.md; TDPO paper/code default", "weight α of the sequential-KL term "
+    beta: float = setting(0.1, "our choice (a common DPO β)", "inverse temperature β", min=0.0)
+    alpha: float = setting(0.5, "TDPO authors' code (tdpo_loss default alpha=0.5)", "weight α of the sequential-KL term "
                            "(TDPO2 only)", min=0.0)
-    variant: str = setting("tdpo2", "METHODS.md (TDPO2)", "tdpo2: α-weighted KL gap with sg on D(y_w); tdpo1: "
+    variant: str = setting("tdpo2", "TDPO authors' code default (if_tdpo2=True)", "tdpo2: α-weighted KL gap with sg on D(y_w); tdpo1: "
                            "unweighted, no stop-gradient", choices=("tdpo2", "tdpo1"))
 
 

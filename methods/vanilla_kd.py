@@ -3,7 +3,7 @@
 
     loss = SFT(y_w) + α · mean_t sparseKL(π_T(·|s_t) || π_θ(·|s_t))   on the chosen responses y_w.
 
-The teacher distribution is the cached top-k signal (k teacher probs + tail mass, see METHODS.md "sparse KL"),
+The teacher distribution is the cached top-k signal (k teacher probs + tail mass; `bench.tensors.sparse_kl`),
 so the KL is over k+1 bins; with k = V−1 it is the exact full-vocabulary KL (tested). Teacher π_dpo by default,
 π_ref as an option. Temperature 1 (the cache stores temperature-1 log-probs).
 """
@@ -22,9 +22,7 @@ TEACHERS = ("dpo_teacher", "ref_teacher")
 
 def token_sparse_kl(packed: Packed, topk: dict, reverse: bool = False) -> torch.Tensor:
     """Per-row (k+1)-bin KL between the cached teacher top-k signal and the student rows  [N]."""
-    dt = packed.logits.dtype
-    return sparse_kl(packed.logits, topk["topk_ids"], topk["topk_logps"].to(dt), topk["tail"].to(dt),
-                     reverse=reverse)
+    return sparse_kl(packed.logits, topk["topk_ids"], topk["topk_logps"], topk["tail"], reverse=reverse)
 
 
 def vanilla_kd_loss(packed: Packed, topk: dict, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -36,8 +34,8 @@ def vanilla_kd_loss(packed: Packed, topk: dict, alpha: float) -> tuple[torch.Ten
 
 @dataclass
 class VanillaKDConfig(MethodConfig):
-    alpha: float = setting(0.2, "METHODS.md", "weight α of the KL term", min=0.0)
-    teacher: str = setting("dpo_teacher", "METHODS.md (π_dpo; option π_ref)", "teacher whose top-k is distilled",
+    alpha: float = setting(0.2, "our choice (DCKD's α, so VanillaKD and DCKD differ only in y_l)", "weight α of the KL term", min=0.0)
+    teacher: str = setting("dpo_teacher", "our choice (π_dpo; option π_ref)", "teacher whose top-k is distilled",
                            choices=TEACHERS)
 
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 import torch
 
 from bench.method import LossBatch, Method, MethodConfig, setting
-from bench.tensors import Packed, seg_mean
+from bench.tensors import Packed, seg_mean, work_dtype
 from methods.dpo import REF_LOGPS, dpo_loss, sequence_logps
 
 
 def log_sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
-    """log Σ_v softmax(logits)_v² per row, stably: logsumexp(2z) − 2·logsumexp(z)."""
-    return torch.logsumexp(2 * logits, dim=-1) - 2 * torch.logsumexp(logits, dim=-1)
+    """log Σ_v softmax(logits)_v² per row, stably: logsumexp(2z) − 2·logsumexp(z), in work dtype."""
+    z = logits.to(work_dtype(logits))
+    return torch.logsumexp(2 * z, dim=-1) - 2 * torch.logsumexp(z, dim=-1)
 
 
 def wpo_log_weight(packed: Packed) -> torch.Tensor:
@@ -44,8 +45,8 @@ def wpo_weights(m_w: torch.Tensor, m_l: torch.Tensor, clamp: bool = True) -> tor
 
 @dataclass
 class WPOConfig(MethodConfig):
-    beta: float = setting(0.05, "METHODS.md (the DPO β of the seed papers)", "DPO inverse temperature β", min=0.0)
-    clamp_weight: bool = setting(True, "METHODS.md", "clamp the pair weight at 1 (False = TRL's "
+    beta: float = setting(0.05, "our choice (the project's DPO β)", "DPO inverse temperature β", min=0.0)
+    clamp_weight: bool = setting(True, "our choice (a weight ≤ 1)", "clamp the pair weight at 1 (False = TRL's "
                                  "use_weighting, which does not clamp)")
 
 

@@ -52,7 +52,7 @@ def test_dpo_teacher_signals_student_dpo(runs_dir):
     assert sum(FORWARD_PASSES.values()) == before
 
 
-@pytest.mark.parametrize("method", ["dckd", "adpa", "adpa_plus", "tvkd"])
+@pytest.mark.parametrize("method", ["dckd", "adpa", "adpa_plus", "tvkd", "distillm2"])
 def test_seed_methods_run_on_embedded(runs_dir, method):
     run = run_pipeline(RunConfig(method=method, preset="smoke", runs_dir=str(runs_dir)))
     metrics = run.metrics

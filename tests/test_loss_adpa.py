@@ -54,8 +54,9 @@ def rows(sig):
     return zip(sig["topk_ids"].tolist(), sig["topk_logps"].double().tolist())
 
 
-def ref_loss(chosen, states, dpo, refsig, gamma=1.6, variant="adpa", fill="ref_min", clamp=False, q_weight=1.0):
-    """Independent ADPA loss: NLL(chosen) − γ·mean_t Σ π A, or the variants, with explicit loops."""
+def ref_loss(chosen, states, dpo, refsig, gamma=1.6, variant="adpa", fill="ref_min", clamp=False):
+    """Independent ADPA loss: NLL(chosen) − γ·mean_t Σ π A, or the variants (γ-weighted too, eq. 30–31), with
+    explicit loops."""
     nll = np.mean([-logsoftmax(z)[y] for z, y in zip(chosen.logits.tolist(), chosen.labels.tolist())])
     terms = []
     ref_rows = rows(refsig) if refsig is not None else [(None, None)] * len(states.labels)
@@ -76,7 +77,7 @@ def ref_loss(chosen, states, dpo, refsig, gamma=1.6, variant="adpa", fill="ref_m
             zsum = sum(math.exp(v - m) for v in adv.values())
             terms.append(sum(math.exp(v - m) / zsum * (v - m - math.log(zsum) - lq[a]) for a, v in adv.items()))
     t = float(np.mean(terms))
-    return nll - gamma * t if variant in ("adpa", "no_ref") else nll + q_weight * t
+    return nll - gamma * t if variant in ("adpa", "no_ref") else nll + gamma * t
 
 
 def make_batch(V=10, k=4, k_ref=5, seed=0, state_side="gen:sft_student", lengths_w=(3, 2), lengths_s=(4, 3)):
@@ -174,11 +175,11 @@ def test_plugin_dense_k_eq_v(variant):
         want = nll - 1.6 * np.mean((np.exp(lq) * adv).sum(-1))
     elif variant == "q_argmax":
         order = [dpo["topk_ids"][r].tolist() for r in range(5)]
-        want = nll + np.mean([-lq[r, max(order[r], key=lambda a: (adv[r, a], -order[r].index(a)))] for r in range(5)])
+        want = nll + 1.6 * np.mean([-lq[r, max(order[r], key=lambda a: (adv[r, a], -order[r].index(a)))] for r in range(5)])
     else:
         pa = np.exp(adv - adv.max(-1, keepdims=True))
         pa /= pa.sum(-1, keepdims=True)
-        want = nll + np.mean((pa * (np.log(pa) - lq)).sum(-1))
+        want = nll + 1.6 * np.mean((pa * (np.log(pa) - lq)).sum(-1))  # γ-weighted, eq. 30–31
     assert loss.item() == pytest.approx(want, rel=1e-12)
 
 
@@ -299,19 +300,26 @@ def test_adpa_plus_uses_the_dckd_student():
     assert m.sides(m.make_config({"state_source": "teacher"})) == ("chosen", "gen:dpo_teacher")
 
 
-def test_settings_gamma_and_q_weight_scale_their_terms():
+@pytest.mark.parametrize("variant", ["adpa", "no_ref", "q_argmax", "q_softmax"])
+def test_gamma_weights_every_variant(variant):
+    # eq. 10 and, for the Q ablations, eq. 30–31 (γ/|ŷ| Σ_t): γ scales the teacher term of every variant
     m = ADPA()
     batch, ch, st, dpo, ref = make_batch(seed=10)
-    assert m.loss(batch, m.make_config({"gamma": "3"}))[0].item() == pytest.approx(
-        ref_loss(ch, st, dpo, ref, gamma=3.0), rel=1e-12)
-    assert m.loss(batch, m.make_config({"variant": "q_softmax", "q_weight": 0.5}))[0].item() == pytest.approx(
-        ref_loss(ch, st, dpo, ref, variant="q_softmax", q_weight=0.5), rel=1e-12)
+    refsig = None if variant == "no_ref" else ref
+    losses = {}
+    for gamma in (0.5, 3.0):
+        losses[gamma], parts = m.loss(batch, m.make_config({"gamma": gamma, "variant": variant}))
+        assert losses[gamma].item() == pytest.approx(ref_loss(ch, st, dpo, refsig, gamma=gamma, variant=variant),
+                                                     rel=1e-12)
+    term = {"adpa": "expected_adv", "no_ref": "expected_adv", "q_argmax": "q_ce", "q_softmax": "q_kl"}[variant]
+    sign = -1 if variant in ("adpa", "no_ref") else 1
+    assert (losses[3.0] - losses[0.5]).item() == pytest.approx(sign * 2.5 * parts[term], rel=1e-9)
 
 
 def test_invalid_settings_raise_bench_error():
     for bad in ({"gamma": -1}, {"variant": "dpo"}, {"state_source": "ref"}, {"fill": "zero"}, {"clamp": "sometimes"},
                 {"variant": "no_ref", "clamp": True}, {"variant": "no_ref", "fill": "dpo_min"},
-                {"variant": "q_argmax", "gamma": 3.0}, {"variant": "adpa", "q_weight": 2.0}, {"alpha": 1}, {"gamma": "nan"}):
+                {"variant": "q_argmax", "q_weight": 2.0}, {"alpha": 1}, {"gamma": "nan"}):
         with pytest.raises(BenchError):
             build_config(ADPAConfig, bad, "adpa")
 

@@ -1,5 +1,7 @@
-"""TVKD plugin: every value type against per-token loops over dense teacher logits, the telescoping fact (γ = 1 uses
-only terminal values; γ < 1 differs), the authors' recipe by hand, gradcheck, declarations and settings."""
+"""TVKD plugin: every Table-5 value type and both reference forms against per-token loops over dense teacher logits
+(the paper's formula, Φ(s_1) included), the exact drop of the first-state potential, action-dependent rewards used
+per token, the telescoping fact (γ = 1 uses only terminal values; γ < 1 differs), the authors' recipe by hand,
+gradcheck, declarations and settings."""
 from __future__ import annotations
 
 import math
@@ -12,9 +14,7 @@ from bench.errors import BenchError
 from bench.method import LossBatch, SignalSpec, build_config
 from bench.registry import get_method
 from bench.tensors import Packed
-from methods.tvkd import TVKD, TVKDConfig, shaping
-
-VALUE_TYPES = ("soft", "max", "expectation", "margin", "logit", "logprob")
+from methods.tvkd import ACTION_VALUE_TYPES as ACTION, TVKD, TVKDConfig, VALUE_TYPES, state_potential, state_shaping
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -93,59 +93,78 @@ def f32(x):
     return float(np.float32(x))  # the cache stores values as float32
 
 
-def phi_by_hand(z: np.ndarray, label, value_type, tau, terminal):
-    """Potential of one state from its dense teacher logits."""
+def phi_by_hand(z: np.ndarray, value_type, tau):
+    """State potential of one state from its dense teacher logits (Table 5), through the float32 cache fields."""
     lse = math.log(sum(math.exp(v) for v in z))
+    top1, top2 = sorted(z)[-1], sorted(z)[-2]
     if value_type == "soft":
         return f32(tau * math.log(sum(math.exp(v / tau) for v in z)))
-    if value_type == "max":
-        return f32(max(z)) - f32(lse)
+    if value_type == "max":  # max_a π(a|s), a probability
+        return math.exp(f32(top1) - f32(lse))
     if value_type == "expectation":
         return f32(sum(math.exp(v - lse) * v for v in z))
-    if value_type == "margin":
-        a, b = sorted(z)[-2:]
-        return f32(b - a)
-    if terminal:
-        return 0.0  # no action is taken after the last token
+    if value_type == "margin":  # π(1) − π(2), from the cached top-1 logit, lse and top-1 − top-2 gap
+        return math.exp(f32(top1) - f32(lse)) - math.exp(f32(top1) - f32(lse) - f32(top1 - top2))
+    if value_type == "max_logprob":
+        return f32(top1) - f32(lse)
+    if value_type == "logit_margin":
+        return f32(top1 - top2)
+    raise AssertionError(value_type)
+
+
+def aux_by_hand(z: np.ndarray, label, value_type):
+    """Action-dependent auxiliary reward of the token taken at a state (Corollary 2.1)."""
+    lse = math.log(sum(math.exp(v) for v in z))
     return f32(z[label]) if value_type == "logit" else f32(z[label]) - f32(lse)
 
 
-def seq_rewards_by_hand(s: Side, alpha, beta, tau, gamma, value_type):
+def seq_rewards_by_hand(s: Side, alpha, beta, tau, gamma, value_type, reference="student"):
+    """Σ_t r_t per sequence as the paper writes it: ψ_t = γΦ(s_{t+1}) − Φ(s_t) INCLUDING Φ(s_1)."""
     out = []
     logits = s.packed.logits.detach().numpy()
     row = 0
     for b, T in enumerate(s.lengths):
         labels = s.labels_of(b)
         z = s.z[b].numpy()
-        phis = [phi_by_hand(z[t], labels[t] if t < T else None, value_type, tau, t == T) for t in range(T + 1)]
         total = 0.0
         for t in range(T):
             zt = logits[row]
             logpi = zt[labels[t]] - math.log(sum(math.exp(v) for v in zt))
-            psi = gamma * phis[t + 1] - phis[t]
-            total += beta * (logpi - float(s.ref_logps[row])) - alpha * psi
+            if value_type in ACTION:
+                aux = aux_by_hand(z[t], labels[t], value_type)
+            else:
+                aux = gamma * phi_by_hand(z[t + 1], value_type, tau) - phi_by_hand(z[t], value_type, tau)
+            ref = float(s.ref_logps[row]) if reference == "student" else 0.0
+            total += beta * (logpi - ref) - alpha * aux
             row += 1
         out.append(total)
     return out
 
 
-def loss_by_hand(w, l, alpha=0.7, beta=0.1, tau=2.0, gamma=1.0, value_type="soft"):
-    rw = seq_rewards_by_hand(w, alpha, beta, tau, gamma, value_type)
-    rl = seq_rewards_by_hand(l, alpha, beta, tau, gamma, value_type)
+def loss_by_hand(w, l, alpha=0.7, beta=0.1, tau=2.0, gamma=1.0, value_type="soft", reference="student"):
+    rw = seq_rewards_by_hand(w, alpha, beta, tau, gamma, value_type, reference)
+    rl = seq_rewards_by_hand(l, alpha, beta, tau, gamma, value_type, reference)
     return float(np.mean([math.log1p(math.exp(-(a - b))) for a, b in zip(rw, rl)]))
 
 
 # ---------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("value_type", VALUE_TYPES)
-@pytest.mark.parametrize("gamma", [1.0, 0.8])
-def test_every_value_type_matches_hand_computation(value_type, gamma):
+CASES = [(v, g) for v in VALUE_TYPES for g in ((1.0, 0.8) if v not in ACTION else (1.0,))]
+
+
+@pytest.mark.parametrize("value_type,gamma", CASES)
+@pytest.mark.parametrize("reference", ["student", "none"])
+def test_every_value_type_matches_hand_computation(value_type, gamma, reference):
     m = TVKD()
-    cfg = m.make_config({"value_type": value_type, "gamma": gamma})
+    cfg = m.make_config({"value_type": value_type, "gamma": gamma, "reference": reference})
     w, l = make(seed=1)
-    loss, _ = m.loss(batch_of(w, l, tau=cfg.tau), cfg)
-    assert loss.item() == pytest.approx(loss_by_hand(w, l, gamma=gamma, value_type=value_type), rel=1e-9)
+    batch = batch_of(w, l, tau=cfg.tau)
+    if reference == "none":  # eq. 3 as printed needs no reference signal at all
+        batch.signals = {k: v for k, v in batch.signals.items() if not k.startswith("reference.")}
+    loss, _ = m.loss(batch, cfg)
+    want = loss_by_hand(w, l, gamma=gamma, value_type=value_type, reference=reference)
+    assert loss.item() == pytest.approx(want, rel=1e-9)
 
 
 def test_soft_value_uses_tau_and_other_hyperparameters():
@@ -156,8 +175,40 @@ def test_soft_value_uses_tau_and_other_hyperparameters():
     assert loss.item() == pytest.approx(loss_by_hand(w, l, alpha=1.3, beta=0.4, tau=0.5), rel=1e-9)
 
 
-def test_telescoping_only_terminal_values_matter():
-    # γ = 1: Σ_t ψ_t = V(s_{T+1}) − V(s_1) and s_1 is shared, so the loss is
+@pytest.mark.parametrize("value_type", ["max", "margin"])
+def test_max_and_margin_potentials_are_probabilities(value_type):
+    # Table 5: max_a π(a|s) and π(1)(s) − π(2)(s) are probabilities, not log-probs or logit gaps
+    w, _ = make(seed=11)
+    v = w.values(2.0)
+    phi = state_potential(v, value_type, torch.float64)
+    p = torch.softmax(torch.cat(w.z), -1).sort(-1, descending=True).values
+    want = p[:, 0] if value_type == "max" else p[:, 0] - p[:, 1]
+    torch.testing.assert_close(phi, want, rtol=1e-5, atol=1e-6)
+    assert (phi >= 0).all() and (phi <= 1).all()
+
+
+@pytest.mark.parametrize("value_type", ["soft", "max", "margin", "expectation"])
+@pytest.mark.parametrize("gamma", [1.0, 0.8])
+def test_first_state_potential_is_dropped_exactly(value_type, gamma):
+    # s_1 is shared by y_w and y_l but its value comes from two separate teacher passes: a different V(s_1) on one
+    # side (other batching/padding/bf16) must not change the loss at all, for any discount
+    m = TVKD()
+    cfg = m.make_config({"value_type": value_type, "gamma": gamma})
+    w, l = make(seed=12)
+    batch = batch_of(w, l)
+    loss, _ = m.loss(batch, cfg)
+    v = batch.signals["dpo_teacher.values.rejected"]
+    first = v["vpos"] == 0
+    for key in ("v_soft", "v_lse", "v_max", "v_expect", "v_margin"):
+        v[key] = torch.where(first, v[key] + 0.37, v[key])
+    moved, _ = m.loss(batch, cfg)
+    assert moved.item() == loss.item()
+    # and the loss is the paper's (which includes −Φ(s_1), cancelling only when both sides agree on it)
+    assert loss.item() == pytest.approx(loss_by_hand(w, l, gamma=gamma, value_type=value_type), rel=1e-9)
+
+
+def test_with_no_discount_only_terminal_values_matter():
+    # γ = 1: Σ_t ψ_t = V(s_{T+1}) once Φ(s_1) is dropped, so the loss is
     # −log σ(β[(log π_θ − log π_sref)(y_w) − (…)(y_l)] − α[V(s^w_{T+1}) − V(s^l_{T+1})])
     m = TVKD()
     cfg = m.make_config({})
@@ -173,9 +224,6 @@ def test_telescoping_only_terminal_values_matter():
         v = batch.signals[f"dpo_teacher.values.{side}"]
         s = w if side == "chosen" else l
         return v["v_soft"][v["vpos"] == torch.tensor(s.lengths)[v["vseg"]]].double()
-    # the first states really are shared and their values equal; intermediate values are not constant
-    vw, vl = batch.signals["dpo_teacher.values.chosen"], batch.signals["dpo_teacher.values.rejected"]
-    assert torch.equal(vw["v_soft"][vw["vpos"] == 0], vl["v_soft"][vl["vpos"] == 0])
     logits_ = 0.1 * (logratio(w) - logratio(l)) - 0.7 * (terminal("chosen") - terminal("rejected"))
     want = torch.nn.functional.softplus(-logits_).mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-9)
@@ -185,40 +233,32 @@ def test_telescoping_only_terminal_values_matter():
     assert discounted.item() == pytest.approx(loss_by_hand(w, l, gamma=0.9), rel=1e-9)
 
 
-def test_shaping_sums_telescope_per_sequence():
+def test_state_shaping_drops_only_the_first_state():
     w, _ = make(seed=4)
     v = w.values(2.0)
-    psi = shaping(v["v_soft"].double(), v["vseg"], v["vpos"], w.seg, len(w.lengths), gamma=1.0)
+    phi = v["v_soft"].double()
+    psi = state_shaping(phi, v["vseg"], v["vpos"], w.seg, len(w.lengths), gamma=1.0)
     sums = torch.zeros(len(w.lengths), dtype=torch.float64).index_add(0, w.seg, psi)
-    first, last = v["vpos"] == 0, v["vpos"] == torch.tensor(w.lengths)[v["vseg"]]
-    torch.testing.assert_close(sums, (v["v_soft"][last] - v["v_soft"][first]).double(), rtol=1e-12, atol=1e-9)
+    last = v["vpos"] == torch.tensor(w.lengths)[v["vseg"]]
+    torch.testing.assert_close(sums, phi[last], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("value_type", ["logit", "logprob"])
-def test_action_values_terminal_is_zero(value_type):
-    # z_label is NaN at s_{T+1}; with Φ(s_{T+1}) = 0 and γ = 1 the shaping sum is −Φ(s_1, y_1)
+def test_action_dependent_rewards_are_per_token_not_telescoped():
+    # logit and logprob differ by Σ_t log Z(s_t), which differs between y_w and y_l: different losses
     m = TVKD()
     w, l = make(seed=5)
     batch = batch_of(w, l)
-    loss, _ = m.loss(batch, m.make_config({"value_type": value_type}))
-    assert torch.isfinite(loss)
-    shaped = []
-    for s in (w, l):
-        phi1 = []
-        for b in range(len(s.lengths)):
-            z1, y1 = s.z[b][0], s.labels_of(b)[0]
-            phi1.append(float(np.float32(z1[y1])) - (float(np.float32(torch.logsumexp(z1, 0)))
-                                                     if value_type == "logprob" else 0.0))
-        shaped.append(torch.tensor(phi1, dtype=torch.float64))
-    base, _ = m.loss(batch, m.make_config({"alpha": 0.0}))  # the same pairs without shaping
-    # the shaped pair logit is the unshaped one plus α·(Φ^w(s_1,y_1) − Φ^l(s_1,y_1))
-    lp = {}
+    got = {vt: m.loss(batch, m.make_config({"value_type": vt}))[0].item() for vt in ACTION}
+    assert abs(got["logit"] - got["logprob"]) > 1e-4
+    # the pair logit is the unshaped one minus α·Σ_t aux_t over every token (not just the first one)
+    lp, aux = {}, {}
     for side, s in (("chosen", w), ("rejected", l)):
         t = torch.log_softmax(s.packed.logits.detach(), -1).gather(-1, s.packed.labels[:, None]).squeeze(-1)
         lp[side] = torch.zeros(len(s.lengths), dtype=torch.float64).index_add(0, s.seg, t - s.ref_logps)
-    logit = 0.1 * (lp["chosen"] - lp["rejected"]) + 0.7 * (shaped[0] - shaped[1])
-    assert loss.item() == pytest.approx(torch.nn.functional.softplus(-logit).mean().item(), rel=1e-9)
-    assert base.item() != pytest.approx(loss.item(), rel=1e-6)
+        aux[side] = torch.tensor([sum(aux_by_hand(s.z[b][t].numpy(), s.labels_of(b)[t], "logprob")
+                                      for t in range(T)) for b, T in enumerate(s.lengths)], dtype=torch.float64)
+    logit = 0.1 * (lp["chosen"] - lp["rejected"]) - 0.7 * (aux["chosen"] - aux["rejected"])
+    assert got["logprob"] == pytest.approx(torch.nn.functional.softplus(-logit).mean().item(), rel=1e-9)
 
 
 def test_authors_recipe_by_hand():
@@ -255,7 +295,8 @@ def test_authors_recipe_by_hand():
     assert hit.any() and (~hit).any()
 
 
-@pytest.mark.parametrize("overrides", [{}, {"value_type": "logprob", "gamma": 0.9}, {"recipe": "authors"}])
+@pytest.mark.parametrize("overrides", [{}, {"value_type": "logprob"}, {"value_type": "margin", "gamma": 0.9},
+                                       {"reference": "none"}, {"recipe": "authors"}])
 def test_gradcheck_float64_on_plugin_loss(overrides):
     m = TVKD()
     cfg = m.make_config(overrides)
@@ -302,6 +343,8 @@ def test_signals_and_sides_follow_recipe():
                                                 "dpo_teacher.values.chosen", "dpo_teacher.values.rejected"}
     assert len(m.signals(cfg)) == 4
     assert m.required_models(cfg) == {"reference", "dpo_teacher"}
+    cfg = m.make_config({"reference": "none"})
+    assert {s.name for s in m.signals(cfg)} == {"dpo_teacher.values.chosen", "dpo_teacher.values.rejected"}
     cfg = m.make_config({"recipe": "authors"})
     assert m.signals(cfg) == [SignalSpec("dpo_teacher", "chosen", "topk"), SignalSpec("dpo_teacher", "rejected", "topk")]
     assert m.make_config({}).tau == 2.0  # the pipeline computes the values cache at this setting
@@ -310,7 +353,8 @@ def test_signals_and_sides_follow_recipe():
 def test_invalid_settings_raise_bench_error():
     for bad in ({"tau": 0.0}, {"tau": -1}, {"gamma": 1.5}, {"gamma": -0.1}, {"alpha": -1}, {"beta": -0.1},
                 {"value_type": "q"}, {"recipe": "code"}, {"recipe": "authors", "alpha": 0.5},
-                {"recipe": "authors", "value_type": "max"}, {"alpha": "nan"}, {"discount": 0.9}):
+                {"recipe": "authors", "value_type": "max"}, {"recipe": "authors", "reference": "none"},
+                {"value_type": "logit", "gamma": 0.9}, {"reference": "policy"}, {"alpha": "nan"}, {"discount": 0.9}):
         with pytest.raises(BenchError):
             build_config(TVKDConfig, bad, "tvkd")
 

@@ -15,6 +15,7 @@ _BUILTIN = {
     "mtbench": "bench.evaluators.mtbench",
     "alpacaeval": "bench.evaluators.alpacaeval",
     "oll": "bench.evaluators.oll",
+    "value_kl": "bench.evaluators.value_kl",
 }
 
 

@@ -23,6 +23,7 @@ _PREFIXES = {
     "mtbench": ("mtbench_", "judge_"),
     "alpacaeval": ("alpaca_", "judge_"),
     "oll": ("oll_", "include_path"),
+    "value_kl": ("value_kl_",),
 }
 _SECRET_PARTS = {"key", "apikey", "secret", "password", "passwd", "token", "credential", "credentials",
                  "authorization", "auth", "bearer"}

@@ -94,42 +94,82 @@ def methods(fmt: str = typer.Option("table", "--format", help="table | json | md
 @app.command()
 def leaderboard(
     runs: Path = typer.Option(Path("runs"), help="directory of run directories"),
-    fmt: str = typer.Option("table", "--format", help="table | md | csv | json"),
-    plot: Optional[Path] = typer.Option(None, help="also write a bar chart PNG here"),
-    radar: Optional[Path] = typer.Option(None, help="also write an MT-Bench per-category radar PNG here"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the table to a file"),
+    fmt: str = typer.Option("table", "--format", help="table | md | csv | json | latex | html"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the table (any format) to a file"),
+    baseline: Optional[str] = typer.Option(None, help="method to test every row against (paired, same items)"),
+    cost: bool = typer.Option(False, "--cost", help="add cost columns (teacher passes, cache, memory, time)"),
+    filter_: List[str] = typer.Option([], "--filter", help="key=value[,value]: method, student, teacher, dataset, "
+                                      "preset, seed or settings (substring)"),
+    sort: Optional[str] = typer.Option(None, help="sort by a metric or cost column (best first)"),
+    per_run: bool = typer.Option(False, "--per-run", help="one row per run instead of per group of seeds"),
+    plot: Optional[Path] = typer.Option(None, help="bar chart with 95% intervals (.png or .pdf)"),
+    radar: Optional[Path] = typer.Option(None, help="MT-Bench per-category radar (.png or .pdf)"),
+    sweep_plot: Optional[str] = typer.Option(None, help="plot a metric against this setting (e.g. beta)"),
+    sweep_out: Optional[Path] = typer.Option(None, help="file of the --sweep-plot (default sweep-PARAM.png)"),
+    sweep_metric: Optional[str] = typer.Option(None, help="metric of the --sweep-plot (default: the first shown)"),
 ):
-    """One row per run, one column per metric. Reads run directories only."""
-    from leaderboard.collect import collect
-    from leaderboard.render import plot as plot_fn, radar as radar_fn, to_csv, to_json, to_markdown, to_rich
+    """One row per method and settings: mean over seeds with a 95% interval and the seed count. Reads run
+    directories only."""
+    from leaderboard.command import FORMATS, build_groups, renderers, table_text, write_plots
 
-    renderers = {"md": to_markdown, "csv": to_csv, "json": to_json}
-    if fmt != "table" and fmt not in renderers:
-        _fail(f"--format {fmt!r} is invalid; use table, md, csv or json")
-    for opt, path in (("--output", output), ("--plot", plot), ("--radar", radar)):
+    if fmt not in FORMATS:
+        _fail(f"--format {fmt!r} is invalid; use one of {', '.join(FORMATS)}")
+    for opt, path in (("--output", output), ("--plot", plot), ("--radar", radar), ("--sweep-out", sweep_out)):
         check_output_path(opt, path)
-    rows = collect(runs)
-    if not rows:
-        _fail(f"no finished runs under {runs}; train one with `bench run --method dpo`")
+    groups = build_groups(runs, baseline=baseline, filters=filter_, sort=sort, per_run=per_run)
     if fmt == "table":
         from rich.console import Console
 
-        Console(width=200).print(to_rich(rows))
-        if output:
-            import io
+        from leaderboard.render import to_rich
 
-            buf = io.StringIO()
-            Console(file=buf, width=200, color_system=None).print(to_rich(rows))
-            atomic_write_text(output, buf.getvalue())
+        console = Console()
+        if not console.is_terminal:  # piped or logged: do not wrap at the default 80 columns
+            console = Console(width=200)
+        console.print(to_rich(groups, cost, baseline))
+        if output:
+            atomic_write_text(output, table_text(groups, cost, baseline))
     else:
-        text = renderers[fmt](rows)
+        text = renderers()[fmt](groups, cost, baseline)
         if output:
             atomic_write_text(output, text)
         typer.echo(text)
-    if plot:
-        typer.echo(f"plot: {plot_fn(rows, plot)}", err=True)
-    if radar:
-        typer.echo(f"radar: {radar_fn(rows, radar)}", err=True)
+    for line in write_plots(groups, plot, radar, sweep_plot, sweep_out, sweep_metric):
+        typer.echo(line, err=True)
+
+
+@app.command()
+def sweep(
+    file: Optional[str] = typer.Argument(None, help="sweep file (YAML path or a name under configs/sweeps/)"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated methods, e.g. dpo,dckd,tvkd"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
+    grid: List[str] = typer.Option([], help="key=v1,v2: a method setting or run-preset key to sweep"),
+    set_: List[str] = typer.Option([], "--set", help="key=value fixed for every cell"),
+    preset: Optional[str] = typer.Option(None, help="run preset (default: the file's, else embedded)"),
+    student: Optional[str] = typer.Option(None), teacher: Optional[str] = typer.Option(None),
+    dataset: Optional[str] = typer.Option(None),
+    runs: Optional[Path] = typer.Option(None, help="directory of run directories (default runs)"),
+    jobs: int = typer.Option(1, help="cells run in parallel processes (safe: stages and runs are locked)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the cells and what each would build; run nothing"),
+):
+    """Run a grid of methods × settings × seeds; shared stages are built once, finished cells reused, failed cells
+    recorded while the sweep goes on. Then `bench leaderboard` compares them."""
+    from bench.sweep import dry_run as plan_sweep, load_spec, parse_grid, parse_sets, run_sweep, summary_line
+
+    spec = load_spec(file, methods=[m for m in (methods or "").split(",") if m],
+                     seeds=[int(s) for s in (seeds or "").split(",") if s.strip()], grid=parse_grid(grid),
+                     set=parse_sets(set_), preset=preset, student=student, teacher=teacher, dataset=dataset,
+                     runs=str(runs) if runs else None)
+    if dry_run:
+        for cell in plan_sweep(spec):
+            state = "finished: reused" if cell["finished"] else "to run"
+            typer.echo(f"{cell['cell']}: {state} -> {cell['run']}")
+            for st in cell["stages"]:
+                typer.echo(f"    {st['status']:>10}  {st['stage']}")
+        return
+    record = run_sweep(spec, jobs=jobs)
+    typer.echo(summary_line(record))
+    if any(c["status"] == "failed" for c in record["cells"]):
+        raise typer.Exit(1)
 
 
 def check_output_path(option: str, path: Optional[Path]) -> None:

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 
-from bench.config import RunConfig, load_run_preset
+from bench.config import RunConfig, data_seed, load_run_preset
+from bench.costs import Ledger, PeakMemory
 from bench.data.bundle import DatasetBundle
 from bench.encoding import Encoder
 from bench.errors import BenchError
@@ -47,9 +48,13 @@ class Pipeline:
             raise BenchError(f"no default teacher for student '{cfg.student}'; pass --teacher NAME_OR_PATH")
         self.teacher_preset = resolve_preset(self.teacher)
         sizes = self.preset.get("sizes") or None
-        bundle = resolve_dataset(cfg.dataset, seed=cfg.seed, sizes=sizes)
+        # The data (splits, test prompts, caps) comes from the preset's fixed `data_seed`, never the run's seed: the
+        # seeds of one table share the teacher stages, the signals and the test prompts; `--seed` seeds the student.
+        self.data_seed = data_seed(self.preset)
+        bundle = resolve_dataset(cfg.dataset, seed=self.data_seed, sizes=sizes)
         if self.preset.get("sft_dataset") and not bundle.split("sft"):
-            bundle = merge_bundles(bundle, resolve_dataset(self.preset["sft_dataset"], seed=cfg.seed, sizes=sizes))
+            bundle = merge_bundles(bundle, resolve_dataset(self.preset["sft_dataset"], seed=self.data_seed,
+                                                           sizes=sizes))
         self.bundle: DatasetBundle = bundle
         self.tok = load_tokenizer(cfg.student)
         check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)
@@ -66,6 +71,8 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self._encoded: dict[str, list] = {}
         self._identities: dict[str, dict] = {}
+        self.ledger = Ledger()  # stages this pipeline used, for the run's cost record
+        self.run_cost: dict = {}
 
     # ------------------------------------------------------------------ data
     def split_rows(self, split: str) -> list[dict]:
@@ -144,10 +151,11 @@ class Pipeline:
             sc = self.stage_cfg(role)
             if sc.get("path"):
                 return Path(sc["path"])
-            return build_stage(role, self.model_key(role), lambda tmp: self._train_stage(role, tmp))
+            return self.ledger.record(build_stage(role, self.model_key(role),
+                                                  self.ledger.building(lambda tmp: self._train_stage(role, tmp))))
         if role.startswith("run:"):
-            return build_stage("student_run", self.model_key(role),
-                               lambda tmp: self._train_dependency_run(role[4:], tmp))
+            return self.ledger.record(build_stage("student_run", self.model_key(role), self.ledger.building(
+                lambda tmp: self._train_dependency_run(role[4:], tmp))))
         raise BenchError(f"unknown model role '{role}'")
 
     def built_path(self, role: str) -> str | None:
@@ -191,7 +199,8 @@ class Pipeline:
         remove_owned(work, cache_root(), None)
         self.timings[role] = time.perf_counter() - t0
         return {"steps": result.steps, "seconds": result.seconds, "tokens_per_s": result.tokens_per_s,
-                "final_loss": result.history[-1]["loss"] if result.history else None}
+                "final_loss": result.history[-1]["loss"] if result.history else None,
+                "cost": {"seconds": self.timings[role], "tokens": result.tokens, "role": role}}
 
     def _train_cfg(self, sc: dict, seed: int = 0) -> TrainConfig:
         """Shared stages (teachers, SFT student) train with seed 0 unless their section sets one, so one cached
@@ -206,21 +215,32 @@ class Pipeline:
     def _train_dependency_run(self, method_name: str, out: Path) -> dict:
         sub = Pipeline(RunConfig(**{**self.cfg.to_dict(), "method": method_name, "method_settings": {},
                                     "eval_suite": ()}))
+        sub.ledger = self.ledger  # the stages it uses become dependencies of this one
         work = stage_path("student_run", self.model_key(f"run:{method_name}")).with_suffix(".work")
         final, result, _ = sub.train_student(work, resume=True)  # ours alone: the caller holds the stage lock
         shutil.copytree(final, out, dirs_exist_ok=True)
         self.tok.save_pretrained(out)
         remove_owned(work, cache_root(), None)
         self.timings.update({f"{method_name}:{k}": v for k, v in sub.timings.items()})
-        return {"method": method_name, "steps": result.steps}
+        return {"method": method_name, "steps": result.steps,
+                "cost": {"seconds": result.seconds, "tokens": result.tokens, "role": f"run:{method_name}"}}
 
     # ------------------------------------------------------------------ generations and signals
+    def generation_key(self, role: str, split: str) -> dict:
+        return {"model": self.model_key(role), "prompts": token_hash(self.prompts(split)),
+                "max_new": self.enc.max_response_len, "gen": self.preset.get("generation", {}),
+                "code": code_version(*GENERATION_MODULES)}
+
+    def signal_key(self, role: str, pairs) -> dict:
+        return {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
+                "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES),
+                "format": SIGNAL_FORMAT}
+
     def generations(self, role: str, split: str) -> list[list[int]]:
         prompts = self.prompts(split)
         max_new = self.enc.max_response_len
         gen_cfg = self.preset.get("generation", {})
-        key = {"model": self.model_key(role), "prompts": token_hash(prompts), "max_new": max_new, "gen": gen_cfg,
-               "code": code_version(*GENERATION_MODULES)}
+        key = self.generation_key(role, split)
 
         def build(tmp: Path) -> dict:
             self.model_dir(role)  # train the generator first, outside this stage's timer
@@ -234,30 +254,32 @@ class Pipeline:
             self.timings[f"generate:{role}:{split}"] = time.perf_counter() - t0
             del model
             gc.collect()
-            return {"n": len(outs)}
+            return {"n": len(outs), "cost": {"seconds": self.timings[f"generate:{role}:{split}"], "role": role,
+                                             "tokens": sum(len(o) for o in outs), "sequences": len(outs)}}
 
-        path = build_stage("generations", key, build)
+        path = self.ledger.record(build_stage("generations", key, self.ledger.building(build)))
         return [r["token_ids"] for r in read_jsonl(path / "generations.jsonl")]
 
     def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str]) -> SignalEntry:
         pairs = self.side_pairs(split, side, alias)
-        key = {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
-               "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES),
-               "format": SIGNAL_FORMAT}
+        key = self.signal_key(role, pairs)
         final = stage_path("signals", key)
 
         def fill(writers):
             self.model_dir(role)  # train the model first, outside this stage's timer
             t0 = time.perf_counter()
             model = self.load(role)
-            compute_side_signals(model, pairs, writers, k=self.k, tau=self.tau, pad_id=self.tok.pad_token_id,
-                                 batch_size=self.infer_bs, model_key=content_key(self.model_key(role)),
-                                 desc=f"signals {role} on {split}/{side}")
+            tokens, passes = compute_side_signals(model, pairs, writers, k=self.k, tau=self.tau,
+                                                  pad_id=self.tok.pad_token_id, batch_size=self.infer_bs,
+                                                  model_key=content_key(self.model_key(role)),
+                                                  desc=f"signals {role} on {split}/{side}")
             self.timings[f"signals:{role}:{side}"] = time.perf_counter() - t0
             del model
             gc.collect()
+            return {"cost": {"seconds": self.timings[f"signals:{role}:{side}"], "tokens": tokens,
+                             "forward_passes": passes, "role": role, "side": side}}
 
-        return SignalEntry(write_entry(final, key, fill))
+        return SignalEntry(self.ledger.record(write_entry(final, key, fill, wrap=self.ledger.building)))
 
     def train_data(self, method: Method, mcfg, split: str, alias: dict[str, str]) -> TrainData:
         sides = {side: self.side_pairs(split, side, alias) for side in method.sides(mcfg)}
@@ -290,10 +312,14 @@ class Pipeline:
         model = self.load(init)
         ref = self.load("sft_student") if method.reference(mcfg) == "online" else None
         validator = make_validator(self, method)
-        result = train(model, method, mcfg, data, self._train_cfg(self.stage_cfg("student"), self.cfg.seed),
-                       pad_id=self.tok.pad_token_id, work_dir=work_dir, ref_model=ref, evaluate=validator,
-                       resume=resume, desc=f"train {method.name}",
-                       fingerprint={"student": content_key(self.student_key_for(self.cfg.method,
-                                                                                 self.cfg.method_settings))})
+        with PeakMemory() as peak:
+            result = train(model, method, mcfg, data, self._train_cfg(self.stage_cfg("student"), self.cfg.seed),
+                           pad_id=self.tok.pad_token_id, work_dir=work_dir, ref_model=ref, evaluate=validator,
+                           resume=resume, desc=f"train {method.name}",
+                           fingerprint={"student": content_key(self.student_key_for(self.cfg.method,
+                                                                                     self.cfg.method_settings))})
         self.timings[f"train:{method.name}"] = time.perf_counter() - t0
+        self.run_cost = {"train_seconds": round(result.seconds, 3), "train_tokens": result.tokens,
+                         "tokens_per_s": round(result.tokens_per_s, 1), "peak_rss_bytes": peak.rss,
+                         "peak_gpu_bytes": peak.gpu}
         return result.final_dir, result, mcfg

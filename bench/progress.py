@@ -38,16 +38,47 @@ def _enabled() -> bool:
     return os.environ.get("BENCH_PROGRESS", "1") != "0" and (sys.stderr.isatty() or os.environ.get("BENCH_PROGRESS") == "1")
 
 
+_SHARED: list[Progress] = []  # an outer bar (a sweep's) that inner bars join instead of opening their own
+
+
+def _new_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+        transient=False,
+    )
+
+
 @contextmanager
 def progress_bar(desc: str, total: int, unit: str = "it"):
     if not _enabled():
         yield _Bar(None, None)
         return
-    progress = Progress(
-        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
-        transient=False,
-    )
+    if _SHARED:  # inside a sweep: a line under the sweep's bar, removed when done
+        progress = _SHARED[-1]
+        task = progress.add_task(desc, total=total, info="", unit=unit)
+        try:
+            yield _Bar(progress, task)
+        finally:
+            progress.remove_task(task)
+        return
+    progress = _new_progress()
     with progress:
-        task = progress.add_task(desc, total=total, info="")
+        task = progress.add_task(desc, total=total, info="", unit=unit)
         yield _Bar(progress, task)
+
+
+@contextmanager
+def overall_progress(desc: str, total: int, unit: str = "it"):
+    """An outer bar (cells done, ETA) that every progress_bar opened inside it joins as a line below."""
+    if not _enabled():
+        yield _Bar(None, None)
+        return
+    progress = _new_progress()
+    with progress:
+        task = progress.add_task(desc, total=total, info="", unit=unit)
+        _SHARED.append(progress)
+        try:
+            yield _Bar(progress, task)
+        finally:
+            _SHARED.pop()

@@ -151,7 +151,8 @@ def run_pipeline(cfg: RunConfig) -> RunDir:
     runs = prepare_runs_dir(cfg.runs_dir)
     run = RunDir(run_path(runs, cfg.run_name or default_run_name(cfg, identity)))
     with run.lock():
-        if not _claim(run, runs, identity, parts, cfg.resume):
+        run.reused = _claim(run, runs, identity, parts, cfg.resume)
+        if not run.reused:
             try:
                 _train_and_write(pipe, cfg, run, identity)
             except BaseException as e:
@@ -189,6 +190,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
     from bench.evaluators import EvalContext, get_evaluator
 
+    t_start = time.perf_counter()
     final, result, mcfg = pipe.train_student(run.work_path, resume=cfg.resume)
     tmp_ckpt = run.path / ".checkpoint.tmp"
     if tmp_ckpt.exists():
@@ -214,7 +216,9 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
     pipe.timings["generate:test"] = time.perf_counter() - t0
     atomic_write_json(run.path / "train_log.json", {"history": result.history, "evals": result.evals,
                                                     "seconds": result.seconds, "tokens_per_s": result.tokens_per_s})
-    atomic_write_json(run.manifest_path, manifest(pipe, cfg, mcfg, run, result, identity))
+    cost = {**pipe.run_cost, "generate_seconds": round(pipe.timings["generate:test"], 3),
+            "wall_seconds": round(time.perf_counter() - t_start, 3), "stages": pipe.ledger.closure()}
+    atomic_write_json(run.manifest_path, {**manifest(pipe, cfg, mcfg, run, result, identity), "cost": cost})
     ctx = EvalContext(settings={"model": model})
     metrics = {"train": {"steps": result.steps, "seconds": round(result.seconds, 2),
                          "tokens_per_s": round(result.tokens_per_s, 1),

@@ -10,19 +10,25 @@ from bench.forward import pad_batch, packed_forward
 from bench.tensors import seg_mean
 
 
-def verified_scores(rows: list[dict], responses: list[str]) -> dict:
-    """Mean checker score of responses to embedded-suite prompts, overall and per family."""
+def verified_scores(rows: list[dict], responses: list[str], items: bool = False) -> dict:
+    """Mean checker score of responses to embedded-suite prompts, overall and per family; with `items`, also each
+    prompt's score by row id (what confidence intervals over prompts and paired tests need)."""
     from bench.suite import FAMILIES, score_response
 
     if any(r.get("meta", {}).get("family") not in FAMILIES for r in rows):
         raise BenchError("the verified score needs embedded-suite prompts (rows whose meta.family has a checker); "
                          "use --set select_by=rm or reward_accuracy for other datasets")
-    per = defaultdict(list)
+    per, by_id = defaultdict(list), {}
     for r, resp in zip(rows, responses):
-        per[r["meta"]["family"]].append(score_response(r["meta"], resp))
+        s = score_response(r["meta"], resp)
+        per[r["meta"]["family"]].append(s)
+        by_id[str(r.get("id"))] = s
     allv = [v for vs in per.values() for v in vs]
-    return {"score": sum(allv) / max(len(allv), 1), "n": len(allv),
-            "per_family": {f: sum(v) / len(v) for f, v in sorted(per.items())}}
+    out = {"score": sum(allv) / max(len(allv), 1), "n": len(allv),
+           "per_family": {f: sum(v) / len(v) for f, v in sorted(per.items())}}
+    if items:
+        out["items"] = by_id
+    return out
 
 
 @torch.no_grad()
@@ -37,9 +43,13 @@ def mean_logps(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, bat
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def reward_accuracy(model, chosen, rejected, pad_id: int, batch_size: int = 16) -> dict:
-    """Share of pairs whose chosen response has the higher mean log-prob (the papers' reward accuracy)."""
+def reward_accuracy(model, chosen, rejected, pad_id: int, batch_size: int = 16, ids: list[str] | None = None) -> dict:
+    """Share of pairs whose chosen response has the higher mean log-prob (the papers' reward accuracy); with `ids`,
+    also each pair's outcome (1/0) by row id."""
     if not chosen:
         raise BenchError("reward accuracy needs preference validation pairs (pref_val is empty)")
     lw, ll = mean_logps(model, chosen, pad_id, batch_size), mean_logps(model, rejected, pad_id, batch_size)
-    return {"score": float((lw > ll).float().mean()), "n": len(chosen), "margin": float((lw - ll).mean())}
+    out = {"score": float((lw > ll).float().mean()), "n": len(chosen), "margin": float((lw - ll).mean())}
+    if ids is not None:
+        out["items"] = {str(i): float(w > l) for i, w, l in zip(ids, lw.tolist(), ll.tolist())}
+    return out

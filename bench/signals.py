@@ -68,15 +68,19 @@ def value_signal(logits: torch.Tensor, next_ids: torch.Tensor, tau: float) -> di
 
 @torch.no_grad()
 def compute_side_signals(model, pairs: list[tuple[list[int], list[int]]], writers: dict, *, k: int, tau: float,
-                         pad_id: int, batch_size: int, model_key: str, desc: str) -> None:
-    """Fill the cache writers with topk / logps / values for each (prompt_ids, response_ids) pair, in order."""
+                         pad_id: int, batch_size: int, model_key: str, desc: str) -> tuple[int, int]:
+    """Fill the cache writers with topk / logps / values for each (prompt_ids, response_ids) pair, in order.
+    Returns (tokens processed, forward passes)."""
     model.eval()
+    tokens = passes = 0
     with progress_bar(desc, total=len(pairs), unit="seq") as bar:
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
             batch = pad_batch(chunk, pad_id)
             packed, final = packed_forward(model, batch, with_final=True)
             FORWARD_PASSES[model_key] += 1
+            passes += 1
+            tokens += batch.n_tokens
             tk = topk_signal(packed.logits, k)
             lp = packed.token_logps().float()
             row = 0
@@ -90,3 +94,4 @@ def compute_side_signals(model, pairs: list[tuple[list[int], list[int]]], writer
                 writers["values"].add(**{n: t.cpu() for n, t in value_signal(states, nxt, tau).items()})
                 row += T
             bar.advance(len(chunk), tokens=batch.n_tokens)
+    return tokens, passes

@@ -1,29 +1,21 @@
-"""Read run directories (and nothing else) into leaderboard rows: one row per run, one column per metric."""
+"""Read run directories (and nothing else) into per-run rows: identity, settings, metrics, per-item scores, costs."""
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Callable
 
 from bench.errors import BenchError
 from bench.rundir import MARKER, RunDir
+from leaderboard.metrics import METRICS
+
+DEFAULT_PRESET = "embedded"
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
-
-# metric column -> how to read it from metrics.json (evaluator name, field)
-COLUMNS = {
-    "verified": ("verified", "score"),
-    "reward_acc": ("reward_accuracy", "score"),
-    "rm": ("rm", "score"),
-    "mtbench": ("mtbench", "score"),
-    "alpaca_wr": ("alpacaeval", "score"),
-    "alpaca_lc": ("alpacaeval", "length_controlled_winrate"),
-    "oll_avg": ("oll", "score"),
-    "value_kl": ("value_kl", "score"),
-    "train_s": ("train", "seconds"),
-}
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -36,27 +28,72 @@ def find_runs(root: Path) -> list[Path]:
                   and ((p / MARKER).exists() or (p / "manifest.json").exists()))
 
 
-def run_row(path: Path) -> dict:
-    run = RunDir(path)
-    manifest, metrics = run.manifest, run.metrics
+def _method_info(name: str) -> tuple[str, dict | None]:
+    """(display name, default settings) of an installed plugin; (name, None) when it is not installed."""
     from bench.registry import get_method
 
     try:
-        display = get_method(manifest["method"]).display_name or manifest["method"]
+        method = get_method(name)
+        return method.display_name or name, method.config_cls().to_dict()
     except BenchError:
-        display = manifest["method"]
-    row = {"mtbench_categories": metrics.get("mtbench", {}).get("categories") or {}, "run": path.name, "method": display, "student": manifest.get("student"), "teacher": manifest.get("teacher"),
-           "dataset": manifest.get("dataset"), "seed": manifest.get("seed"),
-           "settings": _nondefault(manifest)}
-    for col, (ev, field) in COLUMNS.items():
-        value = metrics.get(ev, {}).get(field)
-        row[col] = value if isinstance(value, (int, float)) else None
+        return name, None
+
+
+def settings_of(manifest: dict) -> dict[str, object]:
+    """Everything that is not the default: method settings, run-preset overrides, the preset, the SFT data."""
+    config = manifest.get("config", {})
+    _, defaults = _method_info(manifest.get("method", ""))
+    resolved = manifest.get("method_settings") or {}
+    if defaults is None:  # plugin not installed: what the user set is all we know
+        out = dict(config.get("method_settings") or {})
+    else:
+        out = {k: v for k, v in resolved.items() if k in defaults and defaults[k] != v}
+    out.update(config.get("stage_overrides") or {})
+    if manifest.get("preset", DEFAULT_PRESET) != DEFAULT_PRESET:
+        out["preset"] = manifest["preset"]
+    sft = (manifest.get("run_preset") or {}).get("sft_dataset")
+    if sft and "sft_dataset" not in out:
+        out["sft_dataset"] = sft
+    return out
+
+
+def label(settings: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(settings.items()))
+
+
+def group_id(manifest: dict) -> str:
+    """Runs that differ only in their seed share this id."""
+    from bench.identity import result_preset
+
+    keep = {"method": manifest.get("method"), "settings": manifest.get("method_settings"),
+            "preset": result_preset(manifest.get("run_preset") or {}), "student": manifest.get("student"),
+            "teacher": manifest.get("teacher"), "dataset": manifest.get("dataset"),
+            "models": manifest.get("model_identities"), "data": manifest.get("data_hashes")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_row(path: Path) -> dict:
+    run = RunDir(path)
+    manifest, metrics = run.manifest, run.metrics
+    display, _ = _method_info(manifest.get("method", ""))
+    settings = settings_of(manifest)
+    row = {"run": path.name, "path": str(path), "method": display, "method_name": manifest.get("method"),
+           "student": manifest.get("student"), "teacher": manifest.get("teacher"),
+           "dataset": manifest.get("dataset"), "seed": manifest.get("seed"), "preset": manifest.get("preset"),
+           "settings": label(settings), "params": {**(manifest.get("method_settings") or {}),
+                                                   **((manifest.get("config") or {}).get("stage_overrides") or {})},
+           "group": group_id(manifest), "metrics": {}, "items": {}, "partial": {},
+           "mtbench_categories": (metrics.get("mtbench") or {}).get("categories") or {},
+           "cost": manifest.get("cost") or {}, "train_s": (metrics.get("train") or {}).get("seconds")}
+    for m in METRICS:
+        section = metrics.get(m.evaluator) or {}
+        value = section.get(m.field)
+        row["metrics"][m.col] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else None
+        if m.field == "score" and isinstance(section.get("items"), dict):
+            row["items"][m.col] = {str(k): float(v) for k, v in section["items"].items()}
+        row["partial"][m.col] = bool(section.get("partial"))
     return row
-
-
-def _nondefault(manifest: dict) -> str:
-    given = manifest.get("config", {}).get("method_settings", {})
-    return ",".join(f"{k}={v}" for k, v in sorted(given.items()))
 
 
 def collect(root: Path, warn: Callable[[str], None] | None = None) -> list[dict]:
@@ -69,9 +106,26 @@ def collect(root: Path, warn: Callable[[str], None] | None = None) -> list[dict]
             rows.append(run_row(p))
         except BenchError as e:
             (warn or _stderr)(f"warning: skipped {p.name}: {e}")
-    return sorted(rows, key=lambda r: (r["student"] or "", r["dataset"] or "", -(r["verified"] or -1e9)))
+    return rows
 
 
-def metric_columns(rows: list[dict]) -> list[str]:
-    """Metric columns that at least one run has."""
-    return [c for c in COLUMNS if any(r[c] is not None for r in rows)]
+def apply_filters(rows: list[dict], filters: list[str]) -> list[dict]:
+    """`key=v1,v2` keeps rows whose key (method, student, teacher, dataset, preset, seed, settings) is one of the
+    values (method matches the plugin name or its display name; settings matches a substring)."""
+    keys = ("method", "student", "teacher", "dataset", "preset", "seed", "settings")
+    for f in filters:
+        if "=" not in f:
+            raise BenchError(f"--filter {f!r} must look like key=value[,value] with key one of {', '.join(keys)}")
+        key, values = f.split("=", 1)
+        key, wanted = key.strip(), [v.strip() for v in values.split(",") if v.strip()]
+        if key not in keys:
+            raise BenchError(f"--filter key {key!r} is unknown; use one of {', '.join(keys)}")
+
+        def keep(r, key=key, wanted=wanted):
+            if key == "method":
+                return r["method_name"] in wanted or r["method"] in wanted
+            if key == "settings":
+                return any(w in r["settings"] for w in wanted)
+            return str(r.get(key)) in wanted
+        rows = [r for r in rows if keep(r)]
+    return rows

@@ -1,126 +1,122 @@
-"""Render leaderboard rows as a rich table, Markdown (paper-style), CSV or JSON, and plot them."""
+"""Render aggregated leaderboard rows as a rich table, Markdown, CSV or JSON (LaTeX/HTML: leaderboard/export.py).
+Every header carries its unit; CSV and JSON carry the same units as the table (JSON says which in `units`)."""
 from __future__ import annotations
 
 import csv
 import io
 import json
-from pathlib import Path
 
-from leaderboard.collect import metric_columns
-
-ID_COLUMNS = ["method", "settings", "student", "teacher", "dataset", "seed"]
-FRACTION = {"verified", "reward_acc"}  # stored in [0, 1], shown ×100
-PERCENT = FRACTION | {"alpaca_wr", "alpaca_lc", "oll_avg"}  # shown as percent
-LOWER_IS_BETTER = {"value_kl"}  # bold = the smallest; shown with 3 significant digits (KLs can be ≪ 0.01)
+from leaderboard.cells import ID_COLUMNS, ID_HEADERS, build, caption, cost_columns, id_text, metric_columns
+from leaderboard.metrics import header, units
 
 
-def as_percent(col: str, v: float) -> float:
-    return 100 * v if col in FRACTION else v
+def _columns(groups, cost: bool):
+    return metric_columns(groups), (cost_columns(groups) if cost else [])
 
 
-def fmt(col: str, v) -> str:
-    if v is None:
-        return "–"
-    if col in PERCENT:
-        return f"{as_percent(col, v):.1f}"
-    if col in LOWER_IS_BETTER:
-        return f"{v:.3g}"
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
+def _mark(cell, best="**{}**", second="{}", partial=" †", sig="*") -> str:
+    text = cell.text
+    if cell.best:
+        text = best.format(text)
+    elif cell.second:
+        text = second.format(text)
+    if cell.ci is not None:
+        text += f" ± {cell.ci}"
+    if cell.significant:
+        text += sig
+    if cell.partial:
+        text += partial
+    return text
 
 
-def to_markdown(rows: list[dict]) -> str:
-    cols = ID_COLUMNS + metric_columns(rows)
-    best = {c: (min if c in LOWER_IS_BETTER else max)((r[c] for r in rows if r[c] is not None), default=None)
-            for c in metric_columns(rows) if c != "train_s"}
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = []
+def to_markdown(groups: list[dict], cost: bool = False, baseline: str | None = None) -> str:
+    cols, costs = _columns(groups, cost)
+    cells = build(groups, cols, costs)
+    heads = [ID_HEADERS.get(c, c) for c in ID_COLUMNS] + [header(c) for c in cols + costs]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for g, row in zip(groups, cells):
+        lines.append("| " + " | ".join([id_text(g, c) for c in ID_COLUMNS] +
+                                         [_mark(row[c], second="<u>{}</u>") for c in cols + costs]) + " |")
+    return "\n".join(lines) + "\n\n" + caption(groups, baseline) + "\n"
+
+
+def _flat(groups: list[dict], cost: bool) -> tuple[list[str], list[dict]]:
+    cols, costs = _columns(groups, cost)
+    heads = ["run"] + ID_COLUMNS + ["seeds"]
+    for c in cols:
+        heads += [header(c), f"{header(c)} ci low", f"{header(c)} ci high", f"{c} partial"]
+    heads += [header(c) for c in costs]
+    out = []
+    from leaderboard.metrics import BY_COL
+
+    for g in groups:
+        row = {"run": g["run"], **{c: g.get(c) for c in ID_COLUMNS}, "seeds": " ".join(map(str, g["seeds"]))}
         for c in cols:
-            cell = fmt(c, r[c])
-            if c in best and r[c] is not None and r[c] == best[c] and len(rows) > 1:
-                cell = f"**{cell}**"
-            cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nverified, reward_acc, alpaca_*, oll_avg in %; bold = best in column.\n"
+            s = BY_COL[c].scale
+            ci = g.get(f"{c}_ci")
+            row[header(c)] = None if g.get(c) is None else g[c] * s
+            row[f"{header(c)} ci low"] = None if ci is None else ci[0] * s
+            row[f"{header(c)} ci high"] = None if ci is None else ci[1] * s
+            row[f"{c} partial"] = g.get(f"{c}_partial")
+        for c in costs:
+            row[header(c)] = g["cost"].get(c)
+        out.append(row)
+    return heads, out
 
 
-def to_csv(rows: list[dict]) -> str:
-    cols = ["run"] + ID_COLUMNS + metric_columns(rows)
+def to_csv(groups: list[dict], cost: bool = False, baseline: str | None = None) -> str:
+    heads, rows = _flat(groups, cost)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=heads, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
 
 
-def to_json(rows: list[dict]) -> str:
-    return json.dumps(rows, indent=2)
+def to_json(groups: list[dict], cost: bool = False, baseline: str | None = None) -> str:
+    """{"units", "interval", "rows"}: each row holds per metric its value, `<col>_ci` and `<col>_partial` in the
+    table's units, the seeds and run names, and (with a baseline) `<col>_vs` in the same units."""
+    from leaderboard.metrics import BY_COL
+
+    cols, costs = _columns(groups, cost)
+    rows = []
+    for g in groups:
+        row = {k: g.get(k) for k in ("run", "runs", "method", "method_name", "settings", "student", "teacher",
+                                      "dataset", "preset", "seeds", "n_seeds", "group")}
+        for c in cols:
+            s = BY_COL[c].scale
+            ci, vs = g.get(f"{c}_ci"), g.get(f"{c}_vs")
+            row[c] = None if g.get(c) is None else g[c] * s
+            row[f"{c}_ci"] = None if ci is None else [ci[0] * s, ci[1] * s]
+            row[f"{c}_partial"] = g.get(f"{c}_partial")
+            if vs:
+                row[f"{c}_vs"] = {**vs, "diff": vs["diff"] * s, "low": vs["low"] * s, "high": vs["high"] * s}
+        if cost:
+            row["cost"] = {c: g["cost"].get(c) for c in costs}
+        rows.append(row)
+    u = units()
+    return json.dumps({"units": {c: u[c] for c in cols + costs}, "interval": caption(groups, baseline),
+                       "rows": rows}, indent=2)
 
 
-def to_rich(rows: list[dict]):
+def to_rich(groups: list[dict], cost: bool = False, baseline: str | None = None):
+    """A terminal table: identity columns that are the same for every row move into the title, so the table
+    stays readable on a narrow terminal."""
     from rich.table import Table
 
-    cols = metric_columns(rows)
-    table = Table(title="prefdistill-bench leaderboard (verified, reward_acc, alpaca, oll in %)")
-    for c in ID_COLUMNS:
-        table.add_column(c, style="bold" if c == "method" else None)
-    for c in cols:
-        table.add_column(c, justify="right")
-    for r in rows:
-        table.add_row(*[fmt(c, r[c]) for c in ID_COLUMNS + cols])
+    cols, costs = _columns(groups, cost)
+    cells = build(groups, cols, costs)
+    varying = [c for c in ID_COLUMNS if c in ("method", "settings", "n_seeds")
+               or len({id_text(g, c) for g in groups}) > 1]
+    fixed = [f"{c} {id_text(groups[0], c)}" for c in ID_COLUMNS if c not in varying]
+    title = "prefdistill-bench leaderboard" + (f" ({', '.join(fixed)})" if fixed else "")
+    table = Table(title=title, caption=caption(groups, baseline), caption_justify="left")
+    for c in varying:
+        table.add_column(ID_HEADERS.get(c, c), style="bold" if c == "method" else None, overflow="fold")
+    for c in cols + costs:
+        table.add_column(header(c), justify="right", overflow="fold")
+    for g, row in zip(groups, cells):
+        table.add_row(*[id_text(g, c) for c in varying],
+                      *[_mark(row[c], best="[bold]{}[/bold]", second="[underline]{}[/underline]")
+                        for c in cols + costs])
     return table
-
-
-def plot(rows: list[dict], out: Path) -> Path:
-    """Grouped bar chart: one group per metric (0–1 metrics), one bar per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = [c for c in metric_columns(rows) if c in PERCENT]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cols) * max(1, len(rows)) / 3), 4))
-    width = 0.8 / max(len(rows), 1)
-    for i, r in enumerate(rows):
-        xs = [j + i * width for j in range(len(cols))]
-        ax.bar(xs, [as_percent(c, r[c] or 0) for c in cols], width, label=f"{r['method']} {r['settings']}".strip())
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], cols)
-    ax.set_ylabel("score (%)")
-    ax.set_title("prefdistill-bench")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def radar(rows: list[dict], out: Path) -> Path:
-    """MT-Bench per-category radar, one polygon per run that has MT-Bench categories."""
-    import math
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in rows if r.get("mtbench_categories")]
-    if not runs:
-        from bench.errors import BenchError
-
-        raise BenchError("no run has MT-Bench categories; run `bench eval RUN --suite mtbench` first")
-    cats = sorted({c for r in runs for c in r["mtbench_categories"]})
-    angles = [2 * math.pi * i / len(cats) for i in range(len(cats))] + [0.0]
-    fig, ax = plt.subplots(figsize=(6, 6), subplot_kw={"polar": True})
-    for r in runs:
-        vals = [r["mtbench_categories"].get(c) or 0 for c in cats]
-        ax.plot(angles, vals + vals[:1], label=f"{r['method']} {r['settings']}".strip())
-        ax.fill(angles, vals + vals[:1], alpha=0.1)
-    ax.set_xticks(angles[:-1], cats)
-    ax.set_ylim(0, 10)
-    ax.set_title("MT-Bench by category")
-    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.3, 1.1))
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)

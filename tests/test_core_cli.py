@@ -211,11 +211,14 @@ def runs_dir(tiny_dpo_run, tmp_path_factory) -> Path:
             shutil.copy(run.path / name, d / name)
     manifest = json.loads((b / "manifest.json").read_text())
     manifest["config"]["method_settings"] = {"beta": "0.2"}
+    manifest["method_settings"]["beta"] = 0.2
     manifest["run_id"] = b.name
     (b / "manifest.json").write_text(json.dumps(manifest))
     metrics = json.loads((b / "metrics.json").read_text())
     metrics["verified"]["score"] = 0.75
     metrics["reward_accuracy"]["score"] = 0.5
+    for section in ("verified", "reward_accuracy"):  # doctored scores: their per-item scores no longer apply
+        metrics[section].pop("items", None)
     (b / "metrics.json").write_text(json.dumps(metrics))
     for d in (a, b):  # finished runs: marker with checksums
         RunDir(d).begin(d.name, {})
@@ -227,15 +230,16 @@ def runs_dir(tiny_dpo_run, tmp_path_factory) -> Path:
 def test_leaderboard_json(runs_dir):
     result = runner.invoke(cli.app, ["leaderboard", "--runs", str(runs_dir), "--format", "json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
-    assert len(rows) == 2
+    out = json.loads(result.stdout)
+    rows = out["rows"]
+    assert len(rows) == 2 and out["units"]["verified"] == "%"
     assert {r["run"] for r in rows} == {p.name for p in runs_dir.iterdir() if (p / "manifest.json").exists()}
     by_run = {r["run"]: r for r in rows}
-    assert by_run["dpo-beta-0.2"]["verified"] == 0.75 and by_run["dpo-beta-0.2"]["reward_acc"] == 0.5
-    assert by_run["dpo-beta-0.2"]["settings"] == "beta=0.2"
+    assert by_run["dpo-beta-0.2"]["verified"] == 75.0 and by_run["dpo-beta-0.2"]["reward_acc"] == 50.0
+    assert by_run["dpo-beta-0.2"]["settings"] == "beta=0.2,preset=tiny"
     for r in rows:
         assert r["method"] == "DPO" and r["student"] == "tiny-random-student" and r["teacher"] == "tiny-random"
-        assert 0 <= r["verified"] <= 1 and 0 <= r["reward_acc"] <= 1 and r["train_s"] >= 0
+        assert 0 <= r["verified"] <= 100 and 0 <= r["reward_acc"] <= 100 and r["n_seeds"] == 1
     assert rows[0]["run"] == "dpo-beta-0.2"  # best verified first
 
 
@@ -244,10 +248,10 @@ def test_leaderboard_csv(runs_dir):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout.strip() + "\n")))
     assert len(rows) == 2
-    for col in ("run", "method", "settings", "verified", "reward_acc", "train_s"):
+    for col in ("run", "method", "settings", "verified (%)", "reward acc (%)", "seeds"):
         assert col in rows[0], col
-    assert "rm" not in rows[0] and "mtbench" not in rows[0]  # only metrics some run has
-    assert {float(r["verified"]) for r in rows} >= {0.75}
+    assert not any(c.startswith(("RM", "MT-Bench")) for c in rows[0])  # only metrics some run has
+    assert {float(r["verified (%)"]) for r in rows} >= {75.0}
 
 
 def test_leaderboard_markdown_and_output_file(runs_dir, tmp_path):
@@ -256,8 +260,8 @@ def test_leaderboard_markdown_and_output_file(runs_dir, tmp_path):
     assert result.exit_code == 0, result.output
     table = [line for line in result.stdout.splitlines() if line.startswith("|")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
-    assert header[:6] == ["method", "settings", "student", "teacher", "dataset", "seed"]
-    assert {"verified", "reward_acc", "train_s"} <= set(header)
+    assert header[:6] == ["method", "settings", "student", "teacher", "dataset", "seeds"]
+    assert {"verified (%)", "reward acc (%)"} <= set(header)
     assert len(table) == 2 + 2  # header, rule, one row per run
     assert "**75.0**" in result.stdout  # percent columns x100, best in bold
     assert out.read_text().strip() == result.stdout.strip()  # -o writes the same table
@@ -283,8 +287,8 @@ def test_leaderboard_unknown_method_and_missing_metrics(tiny_dpo_run, tmp_path):
     ghost_run.finish()
     result = runner.invoke(cli.app, ["leaderboard", "--runs", str(tmp_path / "runs"), "--format", "json"])
     assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)
-    assert row["method"] == "ghost_method_not_installed" and row["verified"] is None and row["reward_acc"] is None
+    (row,) = json.loads(result.stdout)["rows"]
+    assert row["method"] == "ghost_method_not_installed" and row.get("verified") is None and row.get("reward_acc") is None
     md = runner.invoke(cli.app, ["leaderboard", "--runs", str(tmp_path / "runs"), "--format", "md"])
     assert md.exit_code == 0 and "ghost_method_not_installed" in md.stdout
 

@@ -104,16 +104,22 @@ def test_missing_dpo_teacher_is_a_clean_error(tvkd_run, monkeypatch):
         run_evaluators([tvkd_run.path], ["value_kl"], {"value_kl_tau": -1.0})
 
 
-def test_leaderboard_shows_value_kl_and_marks_the_lowest_best(tvkd_run):
-    from leaderboard.collect import COLUMNS, collect
+def test_leaderboard_shows_value_kl_and_marks_the_lowest_best(tvkd_run, tmp_path):
+    import shutil
+
+    from leaderboard.collect import collect
+    from leaderboard.command import build_groups
     from leaderboard.render import to_markdown
+    from leaderboard_kit import make_run
 
     run_evaluators([tvkd_run.path], ["value_kl"], {"value_kl_n": 2})
     rows = collect(tvkd_run.path.parent)
-    assert rows[0]["value_kl"] == pytest.approx(tvkd_run.metrics["value_kl"]["score"])
-    a = {**{c: None for c in COLUMNS}, "method": "A", "settings": "", "student": "s", "teacher": "t",
-         "dataset": "d", "seed": 0, "value_kl": 0.5, "verified": 0.1}
-    b = {**a, "method": "B", "value_kl": 0.00213, "verified": 0.3}
-    md = to_markdown([a, b])
-    assert "value_kl" in md.splitlines()[0]
+    assert rows[0]["metrics"]["value_kl"] == pytest.approx(tvkd_run.metrics["value_kl"]["score"])
+    board = tmp_path / "board"
+    board.mkdir()
+    shutil.copytree(tvkd_run.path, board / tvkd_run.path.name)
+    make_run(board, "a", metrics={"value_kl": {"score": 0.5}, "verified": {"score": 0.1}})
+    make_run(board, "b", method="dckd", metrics={"value_kl": {"score": 0.00213}, "verified": {"score": 0.3}})
+    md = to_markdown(build_groups(board, baseline=None, filters=[], sort=None, per_run=False))
+    assert "value KL (nats)" in md.splitlines()[0]
     assert "**0.00213**" in md and "**0.5**" not in md and "**30.0**" in md

@@ -72,7 +72,7 @@ def test_a_corrupt_run_is_skipped_refused_and_kept(world, tmp_path, victim_file,
     DAMAGE[damage](board / "bad" / victim_file)
     lb = bench(["leaderboard", "--runs", str(board), "--format", "json"], cache)
     assert lb.returncode == 0, lb.stderr[-2000:]
-    assert [r["run"] for r in json.loads(lb.stdout)] == ["good"]
+    assert [r["run"] for r in json.loads(lb.stdout)["rows"]] == ["good"]
     warnings = [line for line in lb.stderr.splitlines() if line.startswith("warning: skipped bad")]
     assert len(warnings) == 1 and victim_file in warnings[0]
     one_error_line(bench(["eval", str(board / "bad")], cache), victim_file, "corrupt")

@@ -405,6 +405,7 @@ class AlpacaEvalEvaluator(Evaluator):
             "annotator": ann["name"], "judge_models": ann["models"],
             "judge_base_url": ann["judge"].describe()["base_url"],
             "length_controlled_winrate": None, "lc_standard_error": None,
+            "partial": bool(max_instances),  # a subset of the instructions: marked, never bolded, in the leaderboard
         }
         if result["score"] is None:
             raise BenchError("alpaca_eval returned no finite win rate; see eval/alpacaeval/annotations.json")

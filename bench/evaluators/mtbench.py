@@ -353,6 +353,7 @@ class MTBenchEvaluator(Evaluator):
         return {
             "score": score, "mode": mode, "turn_scores": turn_scores, "categories": categories,
             "n_questions": len(questions), "n_judgments": len(records), "n_unparsed": len(records) - len(parsed),
+            "partial": limit is not None,
             "n_cached": sum(1 for r in records if r["cached"]), "judge": cfg.describe(),
             "judge_prompts": sorted({r["judge"][1] for r in records}),
         }

@@ -289,4 +289,5 @@ class OLLEvaluator(Evaluator):
             "tasks": {n: task_results[n] for n in tasks},
             "limit": limit, "apply_chat_template": chat,
             "complete": suite == "oll_v1" and limit is None,
+            "partial": limit is not None,
         }

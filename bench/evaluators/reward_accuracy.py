@@ -9,7 +9,7 @@ from bench.scoring import reward_accuracy
 @register_evaluator
 class RewardAccuracy(Evaluator):
     name = "reward_accuracy"
-    version = "1"
+    version = "2"  # 2: per-pair outcomes ("items")
 
     def evaluate(self, run, ctx: EvalContext) -> dict:
         from bench.config import RunConfig
@@ -21,4 +21,5 @@ class RewardAccuracy(Evaluator):
         model = ctx.settings.get("model") or load_model(checkpoint_dir(run))
         chosen = pipe.side_pairs("pref_val", "chosen", {})
         rejected = pipe.side_pairs("pref_val", "rejected", {})
-        return reward_accuracy(model, chosen, rejected, pipe.tok.pad_token_id, pipe.infer_bs)
+        ids = [r["id"] for r in pipe.split_rows("pref_val")]
+        return reward_accuracy(model, chosen, rejected, pipe.tok.pad_token_id, pipe.infer_bs, ids=ids)

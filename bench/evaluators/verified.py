@@ -9,8 +9,8 @@ from bench.scoring import verified_scores
 @register_evaluator
 class Verified(Evaluator):
     name = "verified"
-    version = "1"
+    version = "2"  # 2: per-prompt scores ("items")
 
     def evaluate(self, run, ctx: EvalContext) -> dict:
         rows = run.generations()
-        return verified_scores(rows, [r["response"] for r in rows])
+        return verified_scores(rows, [r["response"] for r in rows], items=True)

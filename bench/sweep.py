@@ -98,26 +98,25 @@ def load_spec(path: str | Path | None, **cli) -> SweepSpec:
     return spec
 
 
-def parse_grid(items: list[str]) -> dict[str, list]:
-    from bench.config import parse_value
-
-    grid = {}
-    for item in items:
-        if "=" not in item:
-            raise BenchError(f"--grid {item!r} must look like key=v1,v2 (e.g. --grid beta=0.05,0.1)")
-        key, values = item.split("=", 1)
-        grid[key.strip()] = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
-    return grid
-
-
-def parse_sets(items: list[str]) -> dict[str, object]:
+def _key_values(items: list[str], option: str, example: str) -> dict[str, str]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise BenchError(f"--set {item!r} must look like key=value (e.g. --set beta=0.1)")
+            raise BenchError(f"{option} {item!r} must look like {example.split(' ')[0]} (e.g. {option} {example.split(' ')[1]})")
         key, value = item.split("=", 1)
         out[key.strip()] = value.strip()
     return out
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    from bench.config import parse_value
+
+    return {k: [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+            for k, values in _key_values(items, "--grid", "key=v1,v2 beta=0.05,0.1").items()}
+
+
+def parse_sets(items: list[str]) -> dict[str, object]:
+    return _key_values(items, "--set", "key=value beta=0.1")
 
 
 def _applies(key: str, fields: set[str]) -> bool:

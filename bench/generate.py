@@ -54,13 +54,71 @@ class HFGenerator:
         return out
 
 
-GENERATORS: dict[str, Callable[..., object]] = {"hf": HFGenerator}
+class VLLMGenerator:
+    """Greedy generation with vLLM (imported only when selected: `--set generation.backend=vllm`, the optional extra
+    `pip install 'prefdistill-bench[vllm]'`, GPU machines). vLLM loads the weights itself from `model_path` (a
+    saved model directory), so the caller does not load an HF copy first (`loads_weights`). Prompts go in as token
+    ids, so the chat template and truncation are exactly the HF backend's."""
+
+    loads_weights = True
+    package = "vllm"
+
+    def __init__(self, model=None, tokenizer=None, batch_size: int = 16, model_path: str | None = None,
+                 dtype: str = "auto", gpu_memory_utilization: float = 0.85):
+        try:
+            import vllm
+        except ImportError:
+            raise BenchError("generation backend 'vllm' needs vLLM: `pip install 'prefdistill-bench[vllm]'` on a GPU "
+                             "machine, or --set generation.backend=hf") from None
+        if model_path is None:
+            raise BenchError("generation backend 'vllm' needs a saved model directory; this step only has an "
+                             "in-memory model, so it uses --set generation.backend=hf")
+        self.tokenizer = tokenizer
+        self._vllm = vllm
+        self.llm = vllm.LLM(model=str(model_path), dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+                            trust_remote_code=False)
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, desc: str = "generate") -> list[list[int]]:
+        params = self._vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        inputs = [{"prompt_token_ids": list(p)} for p in prompts]
+        out = []
+        with progress_bar(desc, total=len(prompts), unit="seq") as bar:
+            for result in self.llm.generate(inputs, params, use_tqdm=False):
+                ids = list(result.outputs[0].token_ids)
+                eos = self.tokenizer.eos_token_id
+                out.append(ids[: ids.index(eos) + 1] if eos in ids else ids)
+                bar.advance(1, tokens=len(ids))
+        return out
 
 
-def make_generator(backend: str, model, tokenizer, **kwargs):
+HFGenerator.loads_weights = False
+GENERATORS: dict[str, Callable[..., object]] = {"hf": HFGenerator, "vllm": VLLMGenerator}
+
+
+def check_backend(backend: str) -> None:
+    """Fail before any work when the configured backend is unknown or its package is missing."""
+    import importlib.util
+
+    if backend not in GENERATORS:
+        raise BenchError(f"unknown generation backend '{backend}'; choose from {', '.join(GENERATORS)} "
+                         "(--set generation.backend=hf)")
+    package = getattr(GENERATORS[backend], "package", None)
+    if package and importlib.util.find_spec(package) is None:
+        raise BenchError(f"generation backend '{backend}' needs the '{package}' package: `pip install "
+                         f"'prefdistill-bench[{backend}]'` (GPU machines), or --set generation.backend=hf")
+
+
+def needs_model(backend: str) -> bool:
+    """Whether the caller must pass a loaded HF model (False: the backend loads the weights from a path)."""
+    return not getattr(GENERATORS.get(backend, HFGenerator), "loads_weights", False)
+
+
+def make_generator(backend: str, model, tokenizer, model_path=None, **kwargs):
     if backend not in GENERATORS:
         raise BenchError(f"unknown generation backend '{backend}'; choose from {', '.join(GENERATORS)}")
-    return GENERATORS[backend](model=model, tokenizer=tokenizer, **kwargs)
+    if needs_model(backend):
+        return GENERATORS[backend](model=model, tokenizer=tokenizer, **kwargs)
+    return GENERATORS[backend](model=model, tokenizer=tokenizer, model_path=model_path, **kwargs)
 
 
 def decode(tokenizer, ids: list[int]) -> str:

@@ -19,7 +19,7 @@ from bench.costs import Ledger, PeakMemory
 from bench.data.bundle import DatasetBundle
 from bench.encoding import Encoder
 from bench.errors import BenchError
-from bench.generate import decode, make_generator
+from bench.generate import check_backend, decode, make_generator, needs_model
 from bench.identity import GENERATION_MODULES, SIGNAL_MODULES, code_version, method_code_version, result_preset
 from bench.method import Method
 from bench.models import (check_embedding_sizes, check_same_vocab, default_teacher_for, load_model, load_tokenizer,
@@ -65,6 +65,7 @@ class Pipeline:
         check_k(self.k, len(self.tok))
         self.tau = float(self.preset.get("tau", 2.0))
         self.infer_bs = int(self.preset.get("infer_batch_size", 16))
+        check_backend((self.preset.get("generation") or {}).get("backend", "hf"))
         for role in (*TEACHER_STAGES, "sft_student", "student"):  # fail before any work, not mid-pipeline
             if role in self.preset:
                 self._train_cfg(self.preset[role]).validate()
@@ -245,8 +246,9 @@ class Pipeline:
         def build(tmp: Path) -> dict:
             self.model_dir(role)  # train the generator first, outside this stage's timer
             t0 = time.perf_counter()
-            model = self.load(role)
-            gen = make_generator(gen_cfg.get("backend", "hf"), model, self.tok, batch_size=self.infer_bs)
+            backend = gen_cfg.get("backend", "hf")
+            model = self.load(role) if needs_model(backend) else None
+            gen = make_generator(backend, model, self.tok, model_path=self.model_dir(role), batch_size=self.infer_bs)
             outs = gen.generate(prompts, max_new, desc=f"generate {role} on {split}")
             rows = self.split_rows(split)
             write_jsonl(tmp / "generations.jsonl", [{"id": r["id"], "token_ids": o, "text": decode(self.tok, o)}

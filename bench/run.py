@@ -208,7 +208,7 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
     model = load_model(run.checkpoint_path)
     rows = pipe.split_rows("test")
     gen = make_generator(pipe.preset.get("generation", {}).get("backend", "hf"), model, pipe.tok,
-                         batch_size=pipe.infer_bs)
+                         model_path=run.checkpoint_path, batch_size=pipe.infer_bs)
     fault_point("test-generation")
     outs = gen.generate(pipe.prompts("test"), pipe.enc.max_response_len, desc="generate test")
     write_jsonl(run.generations_path, [{"id": r["id"], "prompt": r["prompt"], "response": decode(pipe.tok, o),

@@ -84,22 +84,16 @@ def ensure_published(final: Path, build: Callable[[Path], dict | None], *, marke
     `build(tmp)` fills the temp dir and returns metadata; the marker file gets that metadata plus the checksum of
     every file, and is written last."""
     final = Path(final)
+    from bench import dist
+
+    if dist.world() > 1:
+        return _ensure_collectively(final, build, marker=marker, what=what, fault=fault)
     if is_done(final, marker) and not problems(final, marker):
         return final
     with locked(lock_file(final), f"{what} {final.name}"):
-        if is_done(final, marker):
-            bad = problems(final, marker)
-            if not bad:
-                return final  # another process built it while we waited
-            from bench.progress import console
-
-            console.print(f"[yellow]warning: {what} {final} is corrupt ({bad[0]}); rebuilding it")
-            remove_owned(final, final.parent, marker)
-        elif final.exists():  # a directory without a marker under our name: never ours to trust or delete
-            raise BenchError(f"{final} exists but is not a complete {what} (no {marker}); move it away and rerun")
-        _clear_leftovers(final)
-        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir(parents=True)
+        tmp = _prepare_build(final, marker, what)
+        if tmp is None:
+            return final  # another process built it while we waited
         try:
             meta = build(tmp) or {}
             atomic_write_json(tmp / marker, {**meta, "files": record_files(tmp, exclude=(marker,))})
@@ -108,6 +102,55 @@ def ensure_published(final: Path, build: Callable[[Path], dict | None], *, marke
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    return final
+
+
+def _prepare_build(final: Path, marker: str, what: str) -> Path | None:
+    """Under the lock: None when `final` is complete and verified, else a fresh temp dir to build in (a corrupt
+    `final` is removed with a warning, leftovers of killed builders are cleared)."""
+    if is_done(final, marker):
+        bad = problems(final, marker)
+        if not bad:
+            return None
+        from bench.progress import console
+
+        console.print(f"[yellow]warning: {what} {final} is corrupt ({bad[0]}); rebuilding it")
+        remove_owned(final, final.parent, marker)
+    elif final.exists():
+        raise BenchError(f"{final} exists but is not a complete {what} (no {marker}); move it away and rerun")
+    _clear_leftovers(final)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _ensure_collectively(final: Path, build, *, marker: str, what: str, fault: str) -> Path:
+    """The same protocol under `accelerate launch`: process 0 holds the lock and decides, every process runs
+    `build(tmp)` (data-parallel training, or its slice of a sharded pass, writing only what `bench.dist` lets it),
+    process 0 writes the marker and publishes, then everyone proceeds."""
+    from contextlib import nullcontext
+
+    from bench import dist
+
+    main = dist.is_main()
+    with locked(lock_file(final), f"{what} {final.name}") if main else nullcontext():
+        tmp = _prepare_build(final, marker, what) if main else None
+        tmp = dist.broadcast(None if tmp is None else str(tmp))
+        if tmp is None:
+            return final
+        tmp = Path(tmp)
+        try:
+            meta = build(tmp) or {}
+            dist.barrier()  # every process's part is in tmp
+            if main:
+                atomic_write_json(tmp / marker, {**meta, "files": record_files(tmp, exclude=(marker,))})
+                fault_point(fault)
+                tmp.rename(final)
+        except BaseException:
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    dist.barrier()  # published: every process may read it
     return final
 
 

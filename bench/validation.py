@@ -22,8 +22,7 @@ def make_validator(pipe, method):
     prompts = pipe.prompts("pref_val")[:n]
 
     def responses(model) -> list[str]:
-        gen = make_generator(pipe.preset.get("generation", {}).get("backend", "hf"), model, pipe.tok,
-                             batch_size=pipe.infer_bs)
+        gen = make_generator("hf", model, pipe.tok, batch_size=pipe.infer_bs)  # an in-memory model mid-training
         return [decode(pipe.tok, o) for o in gen.generate(prompts, pipe.enc.max_response_len, desc="validate")]
 
     if mode == "verified":

@@ -1,0 +1,63 @@
+"""The process group when `bench` runs under `accelerate launch` (one process per GPU, or per CPU worker with gloo).
+
+Everything here is a no-op in a single process (accelerate is not even imported then). Under several processes:
+* `is_main()` is process 0: the only one that takes file locks, writes cache entries, run directories, manifests,
+  metrics and leaderboard files, and prints progress;
+* `broadcast` sends process 0's decision (a JSON-able value) to every process, `barrier` waits for all of them;
+* cached stages are built *collectively* (bench/stages.py): every process trains (data parallel) or computes its
+  slice of a forward-only pass (sharded), process 0 publishes the entry.
+
+On a machine without GPUs, launch with `accelerate launch --multi_gpu --num_processes N -m cli run ...` (accelerate's
+torchrun launcher; `--cpu` alone starts one process): the harness then runs DDP over gloo on CPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+
+
+def world() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+@lru_cache(maxsize=1)
+def state():
+    """accelerate's PartialState, created once; on CPU it selects gloo (MULTI_CPU) instead of looking for GPUs."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def rank() -> int:
+    return state().process_index if world() > 1 else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world() > 1:
+        state().wait_for_everyone()
+
+
+def broadcast(value):
+    """Process 0's `value` on every process (JSON-able values only; sent as a JSON string)."""
+    if world() == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [json.dumps(value) if is_main() else None]
+    broadcast_object_list(box, from_process=0)
+    return json.loads(box[0])
+
+
+def shard(n: int) -> tuple[int, int]:
+    """[start, stop) of this process's contiguous slice of n items (process order = item order)."""
+    w, r = world(), rank()
+    return n * r // w, n * (r + 1) // w

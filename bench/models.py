@@ -183,14 +183,26 @@ _BUILDERS = {"gguf_wheel": _build_gguf, "pruned": _build_pruned, "random": _buil
 def ensure_model_dir(name_or_path: str) -> Path | str:
     """Local directory for a preset (built once under the cache), or the HF id / path to load from."""
     preset = resolve_preset(name_or_path)
-    kind = preset.source.get("kind", "hf")
-    if kind in ("hf", "local"):
+    final = converted_model_path(name_or_path)
+    if final is None:
         return preset.hf_id
-    from bench.stages import content_key, ensure_published
+    from bench.stages import ensure_published
 
-    final = cache_root() / "models" / f"{preset.name}-{content_key(model_identity(preset.name))[:12]}"
-    return ensure_published(final, lambda tmp: _BUILDERS[kind](preset, tmp), marker="bench_model.json",
-                            what="converted model")
+    return ensure_published(final, lambda tmp: _BUILDERS[preset.source["kind"]](preset, tmp),
+                            marker=MODEL_MARKER, what="converted model")
+
+
+MODEL_MARKER = "bench_model.json"
+
+
+def converted_model_path(name_or_path: str) -> Path | None:
+    """Where the cache keeps a preset's built model (None for hub ids and local directories, loaded in place)."""
+    preset = resolve_preset(name_or_path)
+    if preset.source.get("kind", "hf") in ("hf", "local"):
+        return None
+    from bench.stages import content_key
+
+    return cache_root() / "models" / f"{preset.name}-{content_key(model_identity(preset.name))[:12]}"
 
 
 TOKENIZER_MARKER = "bench_tokenizer.json"

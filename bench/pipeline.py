@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import gc
 import shutil
+import sys
 import time
 from pathlib import Path
 
 
-from bench.config import RunConfig, load_run_preset
+from bench.config import RunConfig, load_run_preset, resolve_models
 from bench.data.bundle import DatasetBundle
 from bench.encoding import Encoder
 from bench.errors import BenchError
@@ -30,17 +31,27 @@ from bench.signals import compute_side_signals
 from bench.paths import cache_root
 from bench.stages import build_stage, content_key, remove_owned, stage_path, token_hash
 from bench.trainer import TrainConfig, TrainData, train
-from bench.validation import make_validator
+from bench.validation import make_validator, resolve_select_by
+
+_NOTICES: set[str] = set()
+
+
+def notice(line: str) -> None:
+    """One `notice:` line on stderr, once per process (sub-pipelines and evaluators rebuild the same config)."""
+    if line not in _NOTICES:
+        _NOTICES.add(line)
+        print(f"notice: {line}", file=sys.stderr, flush=True)
 
 TEACHER_STAGES = {"ref_teacher", "dpo_teacher", "chosen_teacher"}
 
 
 class Pipeline:
     def __init__(self, cfg: RunConfig):
-        from bench.data.resolve import merge_bundles, resolve_dataset
+        from bench.data.resolve import cap_splits, merge_bundles, resolve_dataset, sft_from_chosen
 
-        self.cfg = cfg
         self.preset = load_run_preset(cfg.preset, cfg.stage_overrides)
+        # the models a preset names only choose defaults; the run is identified by the models' content
+        self.cfg = cfg = resolve_models(cfg, self.preset.pop("models", None))
         self.student_preset = resolve_preset(cfg.student)
         self.teacher = cfg.teacher or default_teacher_for(cfg.student)
         if self.teacher is None:
@@ -50,7 +61,18 @@ class Pipeline:
         bundle = resolve_dataset(cfg.dataset, seed=cfg.seed, sizes=sizes)
         if self.preset.get("sft_dataset") and not bundle.split("sft"):
             bundle = merge_bundles(bundle, resolve_dataset(self.preset["sft_dataset"], seed=cfg.seed, sizes=sizes))
+        if not bundle.split("pref_train"):
+            raise BenchError(f"dataset '{bundle.name}' has no preference pairs; `bench run` trains on prompt/chosen/"
+                             "rejected rows (a file of SFT rows can serve as --set sft_dataset=FILE)")
+        if not bundle.split("sft"):
+            bundle = cap_splits(sft_from_chosen(bundle), {"sft": (sizes or {}).get("sft")}, cfg.seed)
+            notice(f"dataset '{bundle.name}' has no SFT split: the SFT stages train on the chosen responses of its "
+                   f"{len(bundle.split('sft'))} training pairs (--set sft_dataset=FILE to use your own)")
         self.bundle: DatasetBundle = bundle
+        select_by, selection_notice = resolve_select_by(self.preset, bundle, "select_by" in cfg.stage_overrides)
+        self.preset["select_by"] = select_by
+        if selection_notice:
+            notice(selection_notice)
         self.tok = load_tokenizer(cfg.student)
         check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)
         self.enc = Encoder(self.tok, int(self.preset.get("max_prompt_len", self.student_preset.max_prompt_len)),
@@ -212,12 +234,20 @@ class Pipeline:
         return {"method": method_name, "steps": result.steps}
 
     # ------------------------------------------------------------------ generations and signals
+    def generation_key(self, role: str, split: str) -> dict:
+        return {"model": self.model_key(role), "prompts": token_hash(self.prompts(split)),
+                "max_new": self.enc.max_response_len, "gen": self.preset.get("generation", {}),
+                "code": code_version(*GENERATION_MODULES)}
+
+    def signal_key(self, role: str, pairs) -> dict:
+        return {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
+                "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES)}
+
     def generations(self, role: str, split: str) -> list[list[int]]:
         prompts = self.prompts(split)
         max_new = self.enc.max_response_len
         gen_cfg = self.preset.get("generation", {})
-        key = {"model": self.model_key(role), "prompts": token_hash(prompts), "max_new": max_new, "gen": gen_cfg,
-               "code": code_version(*GENERATION_MODULES)}
+        key = self.generation_key(role, split)
 
         def build(tmp: Path) -> dict:
             self.model_dir(role)  # train the generator first, outside this stage's timer
@@ -238,8 +268,7 @@ class Pipeline:
 
     def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str]) -> SignalEntry:
         pairs = self.side_pairs(split, side, alias)
-        key = {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
-               "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES)}
+        key = self.signal_key(role, pairs)
         final = stage_path("signals", key)
 
         def fill(writers):
@@ -270,7 +299,7 @@ class Pipeline:
         return TrainData(n=n, sides={s: p for s, p in sides.items() if s in keep}, signals=signals)
 
     # ------------------------------------------------------------------ student training
-    def train_student(self, work_dir: Path, resume: bool = False):
+    def train_student(self, work_dir: Path, resume: bool = False, tracking=None):
         method = get_method(self.cfg.method)
         mcfg = method.make_config(self.cfg.method_settings)
         if getattr(mcfg, "tau", None) is not None and float(mcfg.tau) != self.tau:
@@ -288,7 +317,7 @@ class Pipeline:
         validator = make_validator(self, method)
         result = train(model, method, mcfg, data, self._train_cfg(self.stage_cfg("student"), self.cfg.seed),
                        pad_id=self.tok.pad_token_id, work_dir=work_dir, ref_model=ref, evaluate=validator,
-                       resume=resume, desc=f"train {method.name}",
+                       resume=resume, desc=f"train {method.name}", tracking=tracking,
                        fingerprint={"student": content_key(self.student_key_for(self.cfg.method,
                                                                                  self.cfg.method_settings))})
         self.timings[f"train:{method.name}"] = time.perf_counter() - t0

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -77,13 +79,43 @@ def problems(final: Path, marker: str = STAGE_MARKER) -> list[str]:
     return check_files(final, files)
 
 
+_RECORDERS: list[set[str]] = []
+
+
+@contextmanager
+def recording_use():
+    """Collect the path of every published directory used (built or reused) inside the block: a run records them
+    in its manifest, so `bench cache ls|gc` know which runs use which entries."""
+    used: set[str] = set()
+    _RECORDERS.append(used)
+    try:
+        yield used
+    finally:
+        _RECORDERS.remove(used)
+
+
+def _note_use(final: Path, marker: str) -> Path:
+    """Record a use of `final`: in the active recorders, and as its marker's mtime (the "last used" time that
+    `bench cache gc --older-than` reads; the marker's content and every checksum stay as they are)."""
+    for used in _RECORDERS:
+        used.add(str(final))
+    try:
+        os.utime(final / marker)
+    except OSError:  # a read-only shared cache: usable, only its last-use times stay put
+        pass
+    return final
+
+
 def ensure_published(final: Path, build: Callable[[Path], dict | None], *, marker: str = STAGE_MARKER,
                      what: str = "stage", fault: str = "stage-build") -> Path:
     """Return the verified directory `final`, building it first (under its lock) if it is missing or corrupt.
 
     `build(tmp)` fills the temp dir and returns metadata; the marker file gets that metadata plus the checksum of
     every file, and is written last."""
-    final = Path(final)
+    return _note_use(_ensure_published(Path(final), build, marker, what, fault), marker)
+
+
+def _ensure_published(final: Path, build, marker: str, what: str, fault: str) -> Path:
     if is_done(final, marker) and not problems(final, marker):
         return final
     with locked(lock_file(final), f"{what} {final.name}"):

@@ -25,7 +25,7 @@ from bench.faults import fault_point
 from bench.integrity import check_files, read_json, record_files
 from bench.locks import locked
 from bench.paths import cache_root
-from bench.rundir import atomic_write_json
+from bench.rundir import atomic_write_json, share_files
 
 STAGE_MARKER = "stage.json"
 
@@ -134,6 +134,7 @@ def _ensure_published(final: Path, build, marker: str, what: str, fault: str) ->
         tmp.mkdir(parents=True)
         try:
             meta = build(tmp) or {}
+            share_files(tmp)
             atomic_write_json(tmp / marker, {**meta, "files": record_files(tmp, exclude=(marker,))})
             fault_point(fault)
             tmp.rename(final)

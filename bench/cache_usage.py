@@ -3,7 +3,8 @@
 Which runs use an entry: every finished run lists the cache entries it built or reused in its manifest
 (`cache_entries`, paths relative to the cache root), and registers its own location in the cache
 (`.runs/<hash>.json`), so runs in any `--runs` folder are found; `--runs DIR` adds a folder of runs made before
-this record existed or moved since. "Last used" is the mtime of an entry's marker file, touched on every use.
+this record existed or moved since. "Last used" is the mtime of the entry's use stamp (`.locks/NAME.used`, touched
+on every use; the entry itself is never modified once published).
 
 `gc` deletes, under each entry's lock (skipping any entry another process holds) and only through
 `bench.stages.remove_owned` (a directory inside the cache that carries a harness marker), the entries no finished
@@ -96,6 +97,18 @@ class Entry:
         return str(self.path.relative_to(root))
 
 
+def last_used(d: Path, marker: str) -> float:
+    """When the entry was last used (its use stamp), else when it was published (its marker)."""
+    from bench.stages import use_stamp
+
+    for p in (use_stamp(d), d / marker):
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
 def known_runs(runs_dirs: list[Path]) -> list[Path]:
     """Finished run folders: the registered ones that still exist, and those inside `runs_dirs`."""
     root = cache_root()
@@ -143,10 +156,7 @@ def entries(runs_dirs: list[Path]) -> list[Entry]:
             kind = f"{rel.parts[1]} stage"
         elif kind == "signal cache entry":
             kind = "teacher signals"
-        try:
-            last = (d / marker).stat().st_mtime
-        except OSError:
-            last = 0.0
+        last = last_used(d, marker)
         out.append(Entry(d, marker, kind, dir_size(d, seen), last, sorted(used.get(str(rel), []))))
     return out
 
@@ -194,7 +204,7 @@ def gc(runs_dirs: list[Path], older_than: float | None = None, include_used: boo
             continue
         try:
             with locked(lock_file(e.path), f"{e.kind} {e.path.name}", wait=False):
-                if older_than is not None and now - (e.path / e.marker).stat().st_mtime < older_than:
+                if older_than is not None and now - last_used(e.path, e.marker) < older_than:
                     res.kept_recent += 1  # used since we looked
                     continue
                 remove_owned(e.path, root, e.marker)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -94,13 +93,21 @@ def recording_use():
         _RECORDERS.remove(used)
 
 
+def use_stamp(final: Path) -> Path:
+    """The file whose mtime is the last time `final` was used (beside its lock file; the entry itself is never
+    touched after it is published)."""
+    return lock_file(final).with_suffix(".used")
+
+
 def _note_use(final: Path, marker: str) -> Path:
-    """Record a use of `final`: in the active recorders, and as its marker's mtime (the "last used" time that
-    `bench cache gc --older-than` reads; the marker's content and every checksum stay as they are)."""
+    """Record a use of `final`: in the active recorders, and as the mtime of its use stamp (the "last used" time
+    that `bench cache gc --older-than` reads)."""
     for used in _RECORDERS:
         used.add(str(final))
+    stamp = use_stamp(final)
     try:
-        os.utime(final / marker)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
     except OSError:  # a read-only shared cache: usable, only its last-use times stay put
         pass
     return final

@@ -127,8 +127,11 @@ def test_hub_id_in_trl_format_maps_train_and_test_splits(monkeypatch):
         resolve_dataset("someone/my-prefs")
 
 
-def test_no_sft_split_uses_chosen_responses_with_one_notice(tiny_dirs, tmp_path, capfd):
+def test_no_sft_split_uses_chosen_responses_with_one_notice(tiny_dirs, tmp_path, capfd, monkeypatch):
+    from bench import pipeline
     from bench.pipeline import Pipeline
+
+    monkeypatch.setattr(pipeline, "_NOTICES", set())  # notices are once per process: start this test afresh
 
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Q{i}?", "chosen": f"A{i}.", "rejected": f"B{i}."}
                                               for i in range(20)])

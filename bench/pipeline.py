@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -32,15 +31,6 @@ from bench.paths import cache_root
 from bench.stages import build_stage, content_key, remove_owned, stage_path, token_hash
 from bench.trainer import TrainConfig, TrainData, train
 from bench.validation import make_validator, resolve_select_by
-
-_NOTICES: set[str] = set()
-
-
-def notice(line: str) -> None:
-    """One `notice:` line on stderr, once per process (sub-pipelines and evaluators rebuild the same config)."""
-    if line not in _NOTICES:
-        _NOTICES.add(line)
-        print(f"notice: {line}", file=sys.stderr, flush=True)
 
 TEACHER_STAGES = {"ref_teacher", "dpo_teacher", "chosen_teacher"}
 
@@ -64,15 +54,17 @@ class Pipeline:
         if not bundle.split("pref_train"):
             raise BenchError(f"dataset '{bundle.name}' has no preference pairs; `bench run` trains on prompt/chosen/"
                              "rejected rows (a file of SFT rows can serve as --set sft_dataset=FILE)")
+        self.notices: list[str] = []  # defaults chosen for this data; `bench run` prints them (one line each)
         if not bundle.split("sft"):
             bundle = cap_splits(sft_from_chosen(bundle), {"sft": (sizes or {}).get("sft")}, cfg.seed)
-            notice(f"dataset '{bundle.name}' has no SFT split: the SFT stages train on the chosen responses of its "
-                   f"{len(bundle.split('sft'))} training pairs (--set sft_dataset=FILE to use your own)")
+            self.notices.append(f"dataset '{bundle.name}' has no SFT split: the SFT stages train on the chosen "
+                                f"responses of its {len(bundle.split('sft'))} training pairs (--set sft_dataset=FILE "
+                                "to use your own)")
         self.bundle: DatasetBundle = bundle
         select_by, selection_notice = resolve_select_by(self.preset, bundle, "select_by" in cfg.stage_overrides)
         self.preset["select_by"] = select_by
         if selection_notice:
-            notice(selection_notice)
+            self.notices.append(selection_notice)
         self.tok = load_tokenizer(cfg.student)
         check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)
         self.enc = Encoder(self.tok, int(self.preset.get("max_prompt_len", self.student_preset.max_prompt_len)),

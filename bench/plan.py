@@ -167,6 +167,7 @@ def dry_run(cfg) -> list[str]:
     width = max(len(label) for label, _ in describe_run(pipe, run.path, state))
     lines = [f"{label:<{width}}  {value}" for label, value in describe_run(pipe, run.path, state)]
     lines.append(f"{'cache':<{width}}  {cache_root()}")
+    lines += [f"notice: {line}" for line in pipe.notices]
     todo = sum(not s.cached for s in steps)
     lines.append(f"stages the run needs, in build order ({len(steps) - todo} cached, {todo} to build):")
     root = cache_root()

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -166,6 +167,8 @@ def _run_pipeline(cfg: RunConfig, used: set[str]) -> RunDir:
         validate_run_name(cfg.run_name)
     check_runs_dir(cfg.runs_dir)
     pipe = Pipeline(cfg)
+    for line in pipe.notices:
+        print(f"notice: {line}", file=sys.stderr, flush=True)
     pipe.used_entries = used
     cfg = pipe.cfg  # the student and teacher the preset names, filled in
     identity, parts = run_identity(pipe, cfg)

@@ -127,29 +127,43 @@ def test_hub_id_in_trl_format_maps_train_and_test_splits(monkeypatch):
         resolve_dataset("someone/my-prefs")
 
 
-def test_no_sft_split_uses_chosen_responses_with_one_notice(tiny_dirs, tmp_path, capfd, monkeypatch):
-    from bench import pipeline
+def test_no_sft_split_uses_chosen_responses_with_one_notice(tiny_dirs, tmp_path):
     from bench.pipeline import Pipeline
-
-    monkeypatch.setattr(pipeline, "_NOTICES", set())  # notices are once per process: start this test afresh
 
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Q{i}?", "chosen": f"A{i}.", "rejected": f"B{i}."}
                                               for i in range(20)])
     pipe = Pipeline(RunConfig(method="dpo", preset="tiny", dataset=str(path)))
     sft, train = pipe.bundle.split("sft"), pipe.bundle.split("pref_train")
     assert [(r["id"], r["prompt"], r["response"]) for r in sft] == [(r["id"], r["prompt"], r["chosen"]) for r in train]
-    Pipeline(RunConfig(method="simpo", preset="tiny", dataset=str(path)))  # a second pipeline: no second notice
-    err = capfd.readouterr().err
-    assert err.count("has no SFT split: the SFT stages train on the chosen responses") == 1
-    assert "sft_dataset=FILE" in err
+    # one notice each for the two defaults this data gets (`bench run` and `--dry-run` print them)
+    assert len(pipe.notices) == 2
+    assert "has no SFT split: the SFT stages train on the chosen responses" in pipe.notices[0]
+    assert "sft_dataset=FILE" in pipe.notices[0]
     # select_by: the preset's "verified" means the verified score where there are checkers, reward accuracy here
     assert pipe.preset["select_by"] == "reward_accuracy"
-    assert err.count("checkpoint selection: reward accuracy") == 1
+    assert pipe.notices[1].startswith("checkpoint selection: reward accuracy on 1 validation pairs")
     # an sft_dataset given explicitly wins over the chosen responses
     sft_file = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "Hello?", "response": "Hello."}])
     pipe2 = Pipeline(RunConfig(method="dpo", preset="tiny", dataset=str(path),
                                stage_overrides={"sft_dataset": str(sft_file)}))
     assert [r["response"] for r in pipe2.bundle.split("sft")] == ["Hello."]
+    assert not any("no SFT split" in n for n in pipe2.notices)
+
+
+def test_run_prints_each_notice_once(tiny_dirs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Q{i}?", "chosen": f"A{i}.", "rejected": f"B{i}."}
+                                              for i in range(20)])
+    proc = subprocess.run([str(Path(sys.executable).parent / "bench"), "run", "--method", "dpo", "--preset", "tiny",
+                           "--dataset", str(path), "--runs", str(tmp_path / "runs")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    notices = [line for line in proc.stderr.splitlines() if line.startswith("notice: ")]
+    assert len(notices) == 2 and "no SFT split" in notices[0] and "checkpoint selection" in notices[1]
+    assert "verified skipped" not in proc.stderr  # no checkers in this data: the verified score is not attempted
 
 
 def test_embedded_data_keeps_verified_selection(tiny_dirs):

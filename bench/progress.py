@@ -46,7 +46,7 @@ class _Bar:
         self.info = " ".join(parts)
         if self.progress is not None:
             self.progress.update(self.task, advance=n, info=self.info)
-        elif self.every is not None and time.perf_counter() - self.last_line >= self.every:
+        elif self.every is not None and self.done < self.total and time.perf_counter() - self.last_line >= self.every:
             self.line()
 
     def line(self, final: bool = False) -> None:

@@ -156,7 +156,7 @@ def dry_run(cfg) -> list[str]:
     run = RunDir(Path(cfg.runs_dir).expanduser() / (cfg.run_name or default_run_name(cfg, identity)))
     marker = run.marker() if run.marker_path.exists() else None
     if marker is None:
-        state = "exists, not a run: refused" if run.path.exists() else "new"
+        state = "exists, not a run: refused" if run.path.exists() and any(run.path.iterdir()) else "new"
     elif marker.get("identity") != identity:
         state = "holds a run of another configuration: refused; pass another --name"
     elif marker.get("state") == "finished":
@@ -164,8 +164,9 @@ def dry_run(cfg) -> list[str]:
     else:
         state = "unfinished: --resume continues it, otherwise it starts over"
     steps = Planner(pipe).student()
-    width = max(len(label) for label, _ in describe_run(pipe, run.path, state))
-    lines = [f"{label:<{width}}  {value}" for label, value in describe_run(pipe, run.path, state)]
+    described = describe_run(pipe, run.path, state)
+    width = max(len(label) for label, _ in described)
+    lines = [f"{label:<{width}}  {value}" for label, value in described]
     lines.append(f"{'cache':<{width}}  {cache_root()}")
     lines += [f"notice: {line}" for line in pipe.notices]
     todo = sum(not s.cached for s in steps)
@@ -175,8 +176,8 @@ def dry_run(cfg) -> list[str]:
         where = "" if s.path is None else f"  {s.path.relative_to(root) if root in s.path.parents else s.path}"
         lines.append(f"  {'cached' if s.cached else 'build '}  {s.what}{where}")
     train = pipe.stage_cfg("student").get("train", {})
-    lines.append(f"  {'done  ' if state.startswith('finished') else 'train '}  student: {cfg.method} "
-                 f"({train.get('max_steps') or str(train.get('epochs', 1)) + ' epochs'}"
-                 f"{' steps' if train.get('max_steps') else ''}), then test generations and scores -> {run.path}")
-    lines.append("dry run: nothing was trained, generated or written")
+    length = f"{train['max_steps']} steps" if train.get("max_steps") else f"{train.get('epochs', 1)} epochs"
+    lines.append(f"  {'done  ' if state.startswith('finished') else 'train '}  student: {cfg.method} ({length}), "
+                 f"then test generations and scores -> {run.path}")
+    lines.append("dry run: nothing was trained, generated or converted (the tokenizer is loaded, and cached if new)")
     return lines

@@ -62,8 +62,11 @@ def test_dry_run_lists_exactly_the_stages_a_run_builds(tiny_dirs, tmp_path):
     from bench.plan import dry_run
     from bench.run import run_pipeline
 
-    data = tmp_path / "mine.jsonl"  # data no other test uses: every stage of this run is new
-    data.write_text("".join(json.dumps({"prompt": f"Dry question {i}?", "chosen": f"Yes {i}.",
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]  # data no run has used, even on a reused test cache: every stage is new
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Dry question {i} ({tag})?", "chosen": f"Yes {i}.",
                                         "rejected": f"No {i}."}) + "\n" for i in range(24)))
     cfg = RunConfig(method="dpo", preset="tiny", dataset=str(data), runs_dir=str(tmp_path / "runs"))
     before = dry_run(cfg)

@@ -260,4 +260,4 @@ def results_table(results: dict[str, dict], width: int | None = None) -> str:
                          n if isinstance(n, int) else None])
     return (table(["run", "evaluator", "score", "n"], rows, right=("score", "n"), width=width)
             + "\n(score as stored in each run's metrics.json: verified and reward_accuracy are fractions in [0, 1], "
-              "mtbench 1-10, alpacaeval and oll in %)")
+              "rm the reward model's raw score, mtbench 1-10, alpacaeval and oll in %)")

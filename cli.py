@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,6 +14,7 @@ from bench.errors import BenchError
 from bench.rundir import atomic_write_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # plain click help: wraps at any terminal width, never cuts an option
                   help="prefdistill-bench: preference distillation, trained and scored the way the papers do.")
 
 
@@ -21,27 +23,61 @@ def _fail(msg: str, code: int = 2):
     raise typer.Exit(code)
 
 
-@app.command()
+def _version(value: bool):
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from bench.run import git_commit
+
+        try:
+            v = version("prefdistill-bench")
+        except PackageNotFoundError:
+            v = "unknown (not installed)"
+        commit = git_commit()
+        typer.echo(f"prefdistill-bench {v}" + (f" (git {commit[:12]})" if commit else ""))
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+):
+    """prefdistill-bench: preference distillation, trained and scored the way the papers do."""
+
+
+@app.command(short_help="Train a student with one method.")
 def run(
     method: str = typer.Option(..., "--method", "-m", help="method plugin name (see `bench methods`)"),
-    student: str = typer.Option("smollm2-135m-l12", help="student preset, HF id or local path"),
-    teacher: Optional[str] = typer.Option(None, help="teacher preset/HF id/path (default: the student's pair)"),
-    dataset: str = typer.Option("embedded", help="embedded | dpo-mix-7k | helpsteer2 | path to JSONL"),
+    student: Optional[str] = typer.Option(None, help="student preset, HF id or local path (default: the run "
+                                          "preset's student: smollm2-135m-l12 for embedded, tiny-random-student "
+                                          "for tiny)"),
+    teacher: Optional[str] = typer.Option(None, help="teacher preset, HF id or local path (default: the preset's "
+                                          "teacher, or the student's pair in configs/pairs.yaml)"),
+    dataset: str = typer.Option("embedded", help="embedded | dpo-mix-7k | helpsteer2 | a .jsonl/.json/.parquet "
+                                "file or folder of preference pairs | a hub dataset id org/name"),
     seed: int = typer.Option(0),
-    preset: str = typer.Option("embedded", help="run preset in configs/runs (embedded, paper, tiny) or a YAML"),
+    preset: str = typer.Option("embedded", help="run preset in configs/runs (embedded, tiny, smoke, paper) or a "
+                               "YAML path"),
     set_: List[str] = typer.Option([], "--set", help="key=value: a method setting (beta=0.1) or a run-preset key "
-                                   "(student.train.lr=1e-5, sizes.pref_train=64)"),
+                                   "(student.train.lr=1e-5, sizes.pref_train=64, sft_dataset=FILE, "
+                                   "select_by=reward_accuracy)"),
     runs: Path = typer.Option(Path("runs"), help="directory that holds run directories"),
     name: Optional[str] = typer.Option(None, help="run directory name (default: derived from the config)"),
     resume: bool = typer.Option(False, help="continue a killed run from its last saved state"),
     eval_: str = typer.Option("", "--eval", help="extra evaluators after training, comma-separated"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved configuration and which stages are "
+                                 "cached; build nothing"),
+    report_to: str = typer.Option("none", "--report-to", help="experiment tracker of the training: none | "
+                                  "tensorboard | wandb (train_log.jsonl is always written)"),
 ):
     """Run the pipeline stages, train the student, select the checkpoint, evaluate."""
     from bench.config import RunConfig, split_sets
     import dataclasses
 
     from bench.registry import get_method
-    from bench.run import run_pipeline
+    from bench.run import interrupted_message, run_pipeline
+    from bench.tracking import check_report_to
 
     m = get_method(method)
 
@@ -49,22 +85,36 @@ def run(
     m.make_config(method_settings)  # validate before any work
     cfg = RunConfig(method=method, student=student, teacher=teacher, dataset=dataset, seed=seed, preset=preset,
                     method_settings=method_settings, stage_overrides=overrides, runs_dir=str(runs), run_name=name,
-                    resume=resume, eval_suite=tuple(s for s in eval_.split(",") if s))
-    run_dir = run_pipeline(cfg)
+                    resume=resume, eval_suite=tuple(s for s in eval_.split(",") if s),
+                    report_to=check_report_to(report_to))
+    if dry_run:
+        from bench.plan import dry_run as plan
+
+        typer.echo("\n".join(plan(cfg)))
+        return
+    try:
+        run_dir = run_pipeline(cfg)
+    except KeyboardInterrupt as e:  # typer would turn it into a bare exit 130: say how to continue first
+        if not getattr(e, "bench_reported", False):
+            typer.echo(interrupted_message(cfg), err=True)
+        raise typer.Exit(130)
     metrics = run_dir.metrics
     summary = {k: round(v["score"], 4) for k, v in metrics.items() if isinstance(v, dict) and "score" in v}
     typer.echo(f"{run_dir.path} {json.dumps(summary)}")
 
 
-@app.command()
+@app.command(short_help="List method plugins.")
 def methods(fmt: str = typer.Option("table", "--format", help="table | json | md (the method reference, "
-                                     "docs/METHODS.md)")):
+                                     "docs/METHODS.md)"),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="also write the output to a file")):
     """List method plugins with their settings, defaults and the source of each default."""
     from bench.method import describe
     from bench.registry import get_method, method_names
+    from bench.textout import terminal_width, wrap
 
     if fmt not in ("table", "json", "md"):
         _fail(f"--format {fmt!r} is invalid; use table, json or md")
+    check_output_path("--output", output)
     infos = []
     for n in method_names():
         try:
@@ -72,23 +122,24 @@ def methods(fmt: str = typer.Option("table", "--format", help="table | json | md
         except BenchError as e:  # one broken third-party plugin must not hide the others
             typer.echo(f"warning: {e}", err=True)
     if fmt == "json":
-        typer.echo(json.dumps(infos, indent=2, default=str))
-        return
-    if fmt == "md":
+        text = json.dumps(infos, indent=2, default=str)
+    elif fmt == "md":
         from bench.method_docs import methods_markdown
 
-        typer.echo(methods_markdown(infos), nl=False)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="method plugins")
-    for c in ("name", "signals", "settings (default — source)"):
-        t.add_column(c)
-    for i in infos:
-        settings = "\n".join(f"{s['name']}={s['default']} — {s['source']}" for s in i["settings"]) or "–"
-        t.add_row(f"{i['name']}\n[dim]{i['display_name']}, {i['citation']}", "\n".join(i["signals"]) or "–", settings)
-    Console().print(t)
+        text = methods_markdown(infos).rstrip("\n")
+    else:  # one block per method: readable at any width (wrapped on a terminal, whole lines in a file)
+        width = None if output else terminal_width()
+        blocks = []
+        for i in infos:
+            lines = [wrap(f"{i['name']}  {i['display_name']}, {i['citation']}", 4, width),
+                     wrap(f"  signals: {', '.join(i['signals']) or 'none'}", 4, width)]
+            for st in i["settings"]:
+                lines.append(wrap(f"  {st['name']}={st['default']}  ({st['source']})", 6, width))
+            blocks.append("\n".join(lines))
+        text = "\n\n".join(blocks)
+    if output:
+        atomic_write_text(output, text + "\n")
+    typer.echo(text)
 
 
 @app.command()
@@ -183,11 +234,12 @@ def check_output_path(option: str, path: Optional[Path]) -> None:
         _fail(f"{option} {path}: folder {path.parent} does not exist; create it first or pass another path")
 
 
-cache_app = typer.Typer(help="Inspect and check the content-addressed cache ($BENCH_CACHE).", no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
+cache_app = typer.Typer(help="Inspect, check and clean the content-addressed cache ($BENCH_CACHE).",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(cache_app, name="cache", short_help="Inspect and clean the cache.")
 
 
-@cache_app.command("verify")
+@cache_app.command("verify", short_help="Check every entry's checksums.")
 def cache_verify(
     fix: bool = typer.Option(False, help="delete corrupt cache entries (they are rebuilt on next use)"),
     runs: Optional[Path] = typer.Option(None, help="also check every run directory under this folder"),
@@ -221,7 +273,86 @@ def cache_verify(
         raise typer.Exit(1)
 
 
-@app.command("eval")
+def _runs_dirs(runs: List[Path]) -> list[Path]:
+    return list(runs) or [Path("runs")]
+
+
+@cache_app.command("ls", short_help="List entries and runs using them.")
+def cache_ls(runs: List[Path] = typer.Option([], help="also look for runs in this folder (default: runs); runs "
+                                             "register themselves in the cache, wherever they are")):
+    """Every cache entry: what it is, its size, when it was last used and which finished runs use it."""
+    from bench.cache_usage import entries, human_age, human_size
+    from bench.textout import table, terminal_width
+
+    root = cache_root_checked()
+    found = entries(_runs_dirs(runs))
+    now = time.time()
+    rows = [[e.kind, e.rel(root), human_size(e.size), human_age(now - e.last_used),
+             ", ".join(e.runs) if e.runs else "none"] for e in sorted(found, key=lambda e: e.rel(root))]
+    if rows:
+        typer.echo(table(["kind", "entry", "size", "last used", "used by runs"], rows, right=("size",),
+                         width=terminal_width()))
+    typer.echo(f"{len(found)} entries in {root}")
+
+
+@cache_app.command("du", short_help="Disk use by kind of entry.")
+def cache_du(runs: List[Path] = typer.Option([], help="also look for runs in this folder (default: runs)")):
+    """Disk use of the cache by kind of entry, and how much no finished run uses (what `bench cache gc` frees)."""
+    from bench.cache_usage import dir_size, entries, human_size, leftovers
+    from bench.textout import table, terminal_width
+
+    root = cache_root_checked()
+    by_kind: dict[str, list] = {}
+    for e in entries(_runs_dirs(runs)):
+        k = by_kind.setdefault(e.kind, [0, 0, 0])
+        k[0] += 1
+        k[1] += e.size
+        k[2] += 0 if e.runs else e.size
+    left = leftovers(root)
+    if left:
+        by_kind["leftovers of interrupted builds"] = [len(left), sum(dir_size(d) for d, _ in left), 0]
+        by_kind["leftovers of interrupted builds"][2] = by_kind["leftovers of interrupted builds"][1]
+    rows = [[k, v[0], human_size(v[1]), human_size(v[2])] for k, v in sorted(by_kind.items())]
+    total = [sum(v[i] for v in by_kind.values()) for i in range(3)]
+    rows.append(["total", total[0], human_size(total[1]), human_size(total[2])])
+    typer.echo(table(["kind", "entries", "size", "not used by any run"], rows, right=("entries", "size",
+                     "not used by any run"), width=terminal_width()))
+    typer.echo(f"cache: {root} (set BENCH_CACHE to move it); on disk: {human_size(dir_size(root, set()))}")
+
+
+@cache_app.command("gc", short_help="Delete entries no run uses.")
+def cache_gc(
+    older_than: Optional[str] = typer.Option(None, "--older-than", help="only entries unused for this long "
+                                             "(45s, 90m, 12h, 30d, 2w)"),
+    include_used: bool = typer.Option(False, "--include-used", help="also delete entries finished runs use "
+                                      "(their runs stay valid: each run keeps its own checkpoint)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be deleted; delete nothing"),
+    runs: List[Path] = typer.Option([], help="also look for runs in this folder (default: runs)"),
+):
+    """Delete cache entries no finished run uses (and leftovers of interrupted builds); they are rebuilt when
+    needed."""
+    from bench.cache_usage import gc, human_size, parse_age
+
+    age = parse_age(older_than) if older_than is not None else None
+    root = cache_root_checked()
+    res = gc(_runs_dirs(runs), age, include_used, dry_run)
+    for path, size in res.deleted:
+        typer.echo(f"{'would delete' if dry_run else 'deleted'} {path} ({human_size(size)})")
+    for path in res.busy:
+        typer.echo(f"skipped {path}: in use by another bench process")
+    freed = human_size(sum(size for _, size in res.deleted))
+    typer.echo(f"{'would free' if dry_run else 'freed'} {freed} in {root}; kept {res.kept_used} entries used by "
+               f"finished runs" + ("" if include_used else " (--include-used deletes them too)")
+               + (f" and {res.kept_recent} used within {older_than}" if older_than else ""))
+
+
+def cache_root_checked() -> Path:
+    from bench.paths import cache_root
+
+    return cache_root()
+
+
+@app.command("eval", short_help="Score runs with evaluators.")
 def eval_(
     run_dirs: List[Path] = typer.Argument(..., help="run directories"),
     suite: str = typer.Option("verified,reward_accuracy", help="comma-separated evaluators"),
@@ -229,10 +360,13 @@ def eval_(
     judge_model: Optional[str] = typer.Option(None, help="judge model name"),
     build_reference: bool = typer.Option(False, help="alpacaeval: train the ADPA reference run if missing"),
     set_: List[str] = typer.Option([], "--set", help="evaluator setting key=value (e.g. oll_limit=20)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="also write the result table to a file"),
 ):
-    """Score run directories with evaluators; results go into each run's metrics.json."""
+    """Score run directories with evaluators; prints a result table and stores each result in the run's
+    metrics.json (which `bench leaderboard` reads)."""
     from bench.config import parse_value
     from bench.evaluators.run import run_evaluators
+    from bench.textout import terminal_width
 
     settings = {}
     for item in set_:
@@ -246,7 +380,14 @@ def eval_(
         settings["judge_model"] = judge_model
     if build_reference:
         settings["build_reference"] = _reference_builder()
-    run_evaluators(run_dirs, [s for s in suite.split(",") if s], settings)
+    check_output_path("--output", output)
+    results = run_evaluators(run_dirs, [s for s in suite.split(",") if s], settings)
+    from bench.evaluators.run import results_table
+
+    text = results_table(results, width=None if output else terminal_width())
+    if output:
+        atomic_write_text(output, text + "\n")
+    typer.echo(text)
 
 
 def _reference_builder():
@@ -273,8 +414,8 @@ def main():
     except BenchError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; rerun with --resume to continue", err=True)
+    except KeyboardInterrupt:  # outside a command (typer handles it inside one; `bench run` says how to resume)
+        typer.echo("interrupted", err=True)
         sys.exit(130)
     except OSError as e:  # disk full, permission denied, ... on a path the checks above could not foresee
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""

@@ -9,7 +9,7 @@ from bench.stages import lock_file, problems, remove_owned
 
 # marker file -> what the directory holding it is
 MARKERS = {"stage.json": "stage", "manifest.json": "signal cache entry", "bench_model.json": "converted model",
-           "bench_rm.json": "reward model", ".complete": "lm-eval task folder"}
+           "bench_tokenizer.json": "tokenizer and config", "bench_rm.json": "reward model", ".complete": "lm-eval task folder"}
 
 
 def published_dirs(root: Path | None = None) -> list[tuple[Path, str]]:

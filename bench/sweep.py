@@ -257,7 +257,7 @@ def run_sweep(spec: SweepSpec, jobs: int = 1) -> dict:
 def dry_run(spec: SweepSpec) -> list[dict]:
     """Every cell with what it would build: [{"cell", "run", "stages": [{"stage", "status"}]}]."""
     from bench.pipeline import Pipeline
-    from bench.plan import plan
+    from bench.plan import Planner
     from bench.run import default_run_name, run_identity
     from bench.rundir import RunDir
 
@@ -269,8 +269,9 @@ def dry_run(spec: SweepSpec) -> list[dict]:
         run = RunDir(Path(spec.runs) / default_run_name(cfg, identity))
         marker = run.marker() if run.marker_path.exists() else None
         finished = bool(marker) and marker.get("state") == "finished" and marker.get("identity") == identity
+        steps = [] if finished else Planner(pipe).student()
         out.append({"cell": cell.label, "run": str(run.path), "finished": finished,
-                    "stages": [] if finished else plan(pipe)})
+                    "stages": [{"stage": s.what, "status": "cached" if s.cached else "build"} for s in steps]})
     return out
 
 

@@ -23,6 +23,7 @@ from bench.method import LossBatch, Method
 from bench.progress import console, progress_bar
 from bench.signal_cache import SignalEntry
 from bench.stages import remove_owned
+from bench.tracking import Tracking
 
 
 @dataclass
@@ -130,10 +131,11 @@ def loss_batch(model, ref_model, batches, signals, device) -> LossBatch:
 
 def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pad_id: int, work_dir: Path,
           ref_model=None, evaluate: Callable | None = None, resume: bool = False, desc: str = "train",
-          fingerprint: dict | None = None) -> TrainResult:
+          fingerprint: dict | None = None, tracking: Tracking | None = None) -> TrainResult:
     """Train `model` with `method`'s loss. The caller owns `work_dir` (it holds the run's or stage's lock) and
     deletes it once the result is safely stored: the resumable state stays there until then. `fingerprint`
-    identifies the training configuration; `resume=True` refuses a saved state with another fingerprint."""
+    identifies the training configuration; `resume=True` refuses a saved state with another fingerprint.
+    `tracking` (bench.tracking) gets every step and validation: train_log.jsonl and accelerate's trackers."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
@@ -141,8 +143,9 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
     if data.n == 0:
         raise BenchError(f"{desc}: no training examples; check the dataset split sizes")
     work_dir = Path(work_dir)
+    tracking = tracking or Tracking()
     accel = Accelerator(gradient_accumulation_steps=tcfg.grad_accum,
-                        mixed_precision="bf16" if torch.cuda.is_available() else "no")
+                        mixed_precision="bf16" if torch.cuda.is_available() else "no", **tracking.accelerator_kwargs())
     torch.manual_seed(tcfg.seed)
     per_step = tcfg.batch_size * tcfg.grad_accum * accel.num_processes
     total = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * data.n / per_step))
@@ -160,6 +163,7 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
         history, evals = extra.get("history", []), extra.get("evals", [])
         console.print(f"[yellow]{desc}: resuming at step {step}/{total}")
     eval_every = tcfg.eval_every or total
+    tracking.start(accel, history, evals)
 
     def order_for(epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(tcfg.seed * 1000 + epoch)
@@ -170,6 +174,7 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
         bar.advance(step)
         while step < total:
             model.train()
+            t_step, step_tokens = time.perf_counter(), 0
             logs: dict[str, float] = {}
             for micro in range(tcfg.grad_accum):
                 g = (step * tcfg.grad_accum + micro) * tcfg.batch_size * accel.num_processes
@@ -189,18 +194,22 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
                     opt.step()
                     sched.step() if accel.sync_gradients else None
                     opt.zero_grad()
-                tokens += sum(b.n_tokens for b in batches.values())
+                step_tokens += sum(b.n_tokens for b in batches.values())
                 for k, v in {"loss": loss.item(), **metrics}.items():
                     logs[k] = logs.get(k, 0.0) + v / tcfg.grad_accum
             step += 1
+            tokens += step_tokens
             history.append({"step": step, "lr": sched.get_last_lr()[0], **logs})
-            bar.advance(1, tokens=sum(b.n_tokens for b in batches.values()), loss=logs["loss"])
+            tracking.step(accel, history[-1], step_tokens, time.perf_counter() - t_step, time.perf_counter() - t0)
+            bar.advance(1, tokens=step_tokens, loss=logs["loss"])
             if evaluate is not None and (step % eval_every == 0 or step == total):
                 evals.append(_evaluate_and_keep(accel.unwrap_model(model), evaluate, step, work_dir))
+                tracking.eval(accel, evals[-1])
             if tcfg.save_every and (step % tcfg.save_every == 0 or step == total):
                 save_state(work_dir, accel.unwrap_model(model), opt, sched, step,
                            {"history": history, "evals": evals}, fingerprint)
     seconds = time.perf_counter() - t0
+    tracking.end(accel)
     final = _select_final(accel.unwrap_model(model), evals, work_dir)
     return TrainResult(step, history, evals, final, seconds, tokens)
 

@@ -6,6 +6,40 @@ from bench.generate import decode, make_generator
 from bench.scoring import reward_accuracy, verified_scores
 
 
+SELECT_MODES = ("verified", "rm", "reward_accuracy", "last", "auto")
+
+
+def has_checkers(rows: list[dict]) -> bool:
+    """Rows the verified score can grade: embedded-suite prompts whose meta.family has a checker."""
+    from bench.suite import FAMILIES
+
+    return bool(rows) and all((r.get("meta") or {}).get("family") in FAMILIES for r in rows)
+
+
+def resolve_select_by(preset: dict, bundle, explicit: bool) -> tuple[str, str | None]:
+    """(checkpoint-selection mode, notice line or None). Default (`auto`, or a preset's `verified` that the user
+    did not set): the verified score where the validation prompts have checkers (the embedded suite), reward
+    accuracy elsewhere. An explicit `--set select_by=verified` on other data is an error naming the fix."""
+    mode = preset.get("select_by") or "auto"
+    if mode not in SELECT_MODES:
+        raise BenchError(f"select_by={mode!r} is invalid; choose {', '.join(SELECT_MODES)}")
+    rows = bundle.split("pref_val")
+    if mode != "last" and not rows:
+        raise BenchError(f"checkpoint selection needs validation pairs but dataset '{bundle.name}' has no pref_val "
+                         "rows; add a val.jsonl (or more training rows to carve them from), or --set select_by=last")
+    checkable = has_checkers(rows)
+    if mode == "auto" or (mode == "verified" and not explicit and not checkable):
+        resolved = "verified" if checkable else "reward_accuracy"
+        notice = None if checkable else (f"checkpoint selection: reward accuracy on {len(rows)} validation pairs "
+                                         "(the verified score needs embedded-suite prompts; --set select_by=rm or "
+                                         "last to change)")
+        return resolved, notice
+    if mode == "verified" and not checkable:
+        raise BenchError(f"select_by=verified needs embedded-suite prompts, and dataset '{bundle.name}' has none; "
+                         "use --set select_by=reward_accuracy (or rm, last)")
+    return mode, None
+
+
 def make_validator(pipe, method):
     """A callable(model) -> {"score": float, ...}, or None when selection is "last"."""
     mode = pipe.preset.get("select_by", "verified")

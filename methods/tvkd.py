@@ -12,7 +12,7 @@ v_soft, computed at this method's `tau`) for s_1..s_{T+1}, s_{T+1} being the sta
 r_t = β·log π_θ(y_t|s_t) − α·ψ_t.
 
 Temperatures. The paper has ONE β, used both as the value temperature and as the loss scale (it sweeps
-β ∈ {0.1 … 5}, best 2). We keep two settings: τ = 2.0 (the paper's best β) for the value, β for the loss scale;
+β from 0.1 to 5, best 2). We keep two settings: τ = 2.0 (the paper's best β) for the value, β for the loss scale;
 β = 0.1 is our choice, not the paper's (the usual DPO scale; the paper's β = 2 as a loss scale is `beta=2`).
 
 The first state. s_1 = (x) is the same state for y_w and y_l, so −Φ(s_1) cancels between the two sums in exact
@@ -190,7 +190,7 @@ class TVKDConfig(MethodConfig):
     beta: float = setting(DEFAULTS["beta"], "our choice (the usual DPO scale); the paper's single β is 2",
                           "loss scale β of the log-ratio term (the paper uses one β for this and the value "
                           "temperature; here they are separate: see tau)", min=0.0)
-    tau: float = setting(DEFAULTS["tau"], "TVKD paper: best β of its sweep β ∈ {0.1 … 5}, used as the value "
+    tau: float = setting(DEFAULTS["tau"], "TVKD paper: best β of its sweep β from 0.1 to 5, used as the value "
                          "temperature", "soft-value temperature τ of V = τ·logsumexp(z/τ) (the values cache is "
                          "computed at it)", min=1e-6)
     gamma: float = setting(1.0, "TVKD paper eq. 3 (undiscounted); < 1 is our ablation",

@@ -3,6 +3,7 @@ splits, caps, hashes, and the one-line BenchError messages for malformed input."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -208,28 +209,31 @@ def test_local_preference_strings_with_ids_and_meta():
     assert len(rows) == 8
     assert rows["custom-7"] == {"id": "custom-7", "prompt": [U("What is 1 + 1?")], "chosen": "2",
                                 "rejected": "3", "meta": {"topic": "math"}}
-    assert rows["pref_strings-000000"]["prompt"] == [U("Greet me.")]
+    greet = next(r for r in rows.values() if r["prompt"] == [U("Greet me.")])
+    assert greet["chosen"] == "Hello there!" and re.fullmatch(r"[0-9a-f]{16}", greet["id"])  # id from content
     assert len(b.split("pref_val")) == 1 and len(b.split("test")) == 1
-    assert b.split("test")[0]["meta"]["family"] == "pref_strings"
+    assert b.split("test")[0]["meta"]["family"] == "local"  # not the file name: renaming changes nothing
 
 
 def test_local_preference_message_lists():
     b = resolve_dataset(str(FIX / "local" / "pref_messages.jsonl"), seed=0)
-    rows = {r["id"]: r for r in b.split("pref_train") + b.split("pref_val")}
-    assert rows["pref_messages-000000"]["prompt"] == [S("Be polite."), U("Thank the reader.")]
-    assert rows["pref_messages-000000"]["chosen"] == "Thank you for reading!"
+    rows = {r["prompt"][-1]["content"]: r for r in b.split("pref_train") + b.split("pref_val")}
+    assert rows["Thank the reader."]["prompt"] == [S("Be polite."), U("Thank the reader.")]
+    assert rows["Thank the reader."]["chosen"] == "Thank you for reading!"
     # chosen/rejected that repeat the prompt turns
-    assert (rows["pref_messages-000001"]["chosen"], rows["pref_messages-000001"]["rejected"]) == ("Seven.", "Banana.")
+    assert (rows["Pick a number."]["chosen"], rows["Pick a number."]["rejected"]) == ("Seven.", "Banana.")
     # dpo-mix style rows without a prompt field
-    assert rows["pref_messages-000002"]["prompt"] == [U("Shortest month?")]
-    assert rows["pref_messages-000002"]["rejected"] == "July."
+    assert rows["Shortest month?"]["prompt"] == [U("Shortest month?")]
+    assert rows["Shortest month?"]["rejected"] == "July."
 
 
 def test_local_sft_formats_and_json_array():
     pr = resolve_dataset(str(FIX / "local" / "sft_prompt_response.jsonl"))
     assert pr.split("pref_train") == [] and pr.split("test") == []
+    first = pr.split("sft")[0]
+    assert re.fullmatch(r"[0-9a-f]{16}", first["id"])
     assert pr.split("sft") == [
-        {"id": "sft_prompt_response-000000", "prompt": [U("Say yes.")], "response": "Yes.", "meta": {}},
+        {"id": first["id"], "prompt": [U("Say yes.")], "response": "Yes.", "meta": {}},
         {"id": "42", "prompt": [S("Reply in lower case."), U("Say NO.")], "response": "no.", "meta": {"k": 1}},
     ]
     msgs = resolve_dataset(str(FIX / "local" / "sft_messages.jsonl")).split("sft")
@@ -242,7 +246,8 @@ def test_local_sft_formats_and_json_array():
 def test_local_directory_layout():
     b = resolve_dataset(str(FIX / "local" / "dir"))
     assert b.name == "dir"
-    assert [r["id"] for r in b.split("pref_train")] == ["train-000000", "train-000001", "train-000002"]
+    assert [r["chosen"] for r in b.split("pref_train")] == ["Green.", "White.", "Black."]
+    assert len({r["id"] for r in b.split("pref_train")}) == 3
     assert [r["chosen"] for r in b.split("pref_val")] == ["Yellow."]
     assert [r["response"] for r in b.split("sft")] == ["One.", "Two."]
     assert b.split("sft")[1]["prompt"] == [U("Say two.")]
@@ -250,14 +255,14 @@ def test_local_directory_layout():
     # meta is kept as written: no keys leak between rows with different meta fields
     assert test[0] == {"id": "t-arith-0", "prompt": [U("What is 6 times 7?")],
                        "meta": {"family": "arith", "answer": 42}}
-    assert test[1]["meta"] == {"family": "dir", "difficulty": "easy"}
-    assert test[2]["meta"] == {"family": "dir"}
+    assert test[1]["meta"] == {"family": "local", "difficulty": "easy"}
+    assert test[2]["meta"] == {"family": "local"}
 
 
 def test_helpsteer2_schema_file_given_as_local_path_is_paired():
     b = resolve_dataset(str(FIX / "helpsteer2" / "train.jsonl"))
     pairs = b.split("pref_train") + b.split("pref_val")
-    assert sorted(r["id"] for r in pairs) == ["train-000000", "train-000004", "train-000007", "train-000010"]
+    assert len(pairs) == 4 and all(re.fullmatch(r"[0-9a-f]{16}", r["id"]) for r in pairs)
     assert b.split("sft") == []
 
 
@@ -429,7 +434,7 @@ def test_unknown_dataset_name_lists_known_names():
     assert "unknown dataset 'ultrachat-200k'" in msg
     for name in ("embedded", "dpo-mix-7k", "helpsteer2", "deita-10k"):
         assert name in msg
-    assert "local .jsonl/.json file or directory also works" in msg
+    assert "local .jsonl/.json/.parquet file or directory, or a hub id like org/name, also works" in msg
 
 
 def test_directory_file_role_mismatches(tmp_path):

@@ -58,4 +58,4 @@ def test_second_seed_reuses_every_teacher_stage_and_signal(tiny_dpo_run, tmp_pat
     assert redone == []
     assert run.manifest["seed"] == 1 and "-s1-" in run.path.name
     assert run.manifest["data_hashes"] == tiny_dpo_run[0].manifest["data_hashes"]
-    assert run.manifest["teacher_path"] == tiny_dpo_run[0].manifest["teacher_path"]
+    assert run.manifest["model_identities"] == tiny_dpo_run[0].manifest["model_identities"]

@@ -46,6 +46,8 @@ def test_two_runs_on_one_cache_build_each_stage_once(tmp_path, bench_cache, tiny
     for code, _, err in results:
         assert code == 0, err[-3000:]
     built = [_built_here(json.loads((runs / n / "manifest.json").read_text())) for n in ("a", "b")]
+    # which process wins each stage lock is up to the scheduler (either may build all of them)
+    assert built[0] | built[1]
     assert not (built[0] & built[1]), built  # no stage was built by both processes
     needed = {"ref_teacher", "dpo_teacher", "sft_student"}
     assert needed <= built[0] | built[1]

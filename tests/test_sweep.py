@@ -68,7 +68,7 @@ def test_dry_run_lists_cells_and_what_each_would_build(cache, tmp_path):
     base = ["sweep", "--methods", "dpo", "--seeds", "0", *TINY, "--runs", str(runs)]
     plan = bench([*base, "--dry-run"], cache)
     assert plan.returncode == 0, plan.stderr[-2000:]
-    assert "dpo seed 0: to run" in plan.stdout and "build  model sft_student" in plan.stdout
+    assert "dpo seed 0: to run" in plan.stdout and "build  sft_student stage" in plan.stdout
     assert not runs.exists() or not any(p for p in runs.iterdir() if not p.name.startswith("."))  # ran nothing
     assert bench(base, cache).returncode == 0
     plan = bench([*base, "--dry-run"], cache)

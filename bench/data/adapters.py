@@ -56,6 +56,9 @@ from bench.data.rows import (  # noqa: F401 (re-exported)
     _prompt,
     _split_final_assistant,
     _check_pair,
+    GENERATED_ID,
+    content_ids,
+    split_implicit_prompt,
     pref_row,
     sft_row,
     test_row_from,
@@ -311,6 +314,9 @@ def _local_row(row: Mapping, index: int, id_prefix: str) -> dict:
             chosen, rejected = row.get("chosen"), row.get("rejected")
             if isinstance(chosen, list) and isinstance(rejected, list):
                 return _dpo_mix_row(row, index, id_prefix)  # conversations sharing the prompt turns
+            if isinstance(chosen, str) and isinstance(rejected, str):  # TRL standard, implicit prompt
+                prompt_text, chosen, rejected = split_implicit_prompt(chosen, rejected)
+                return pref_row(rid, _prompt(prompt_text), chosen, rejected, meta)
             _require(row, "prompt", "add a 'prompt' field, or give 'chosen'/'rejected' as full conversations")
         prompt = _prompt(row["prompt"])
         chosen = _reply(_require(row, "chosen"), "chosen", prompt)
@@ -450,8 +456,9 @@ def carve_val(train: list[dict], seed: int, fraction: float = VAL_FRACTION) -> t
 
 def assemble(name: str, version: str, kind: str, train: list[dict], val: list[dict] | None,
              test: list[dict] | None, sft: list[dict] | None, seed: int,
-             stats: dict) -> DatasetBundle:
-    """Fill the bundle splits: carve pref_val off train when missing; test prompts from pref_val if none."""
+             stats: dict, family: str | None = None) -> DatasetBundle:
+    """Fill the bundle splits: carve pref_val off train when missing; test prompts from pref_val if none
+    (their meta.family is `family`, default the dataset name)."""
     splits: dict[str, list[dict]] = {"sft": list(sft or []), "pref_train": [], "pref_val": [], "test": []}
     if kind == "pref":
         if val is None:
@@ -459,7 +466,7 @@ def assemble(name: str, version: str, kind: str, train: list[dict], val: list[di
             stats["pref_val"] = {"carved_from_train": len(val), "seed": seed}
         splits["pref_train"], splits["pref_val"] = train, val
         if test is None:
-            test = [test_row_from(r, name) for r in val]
+            test = [test_row_from(r, family or name) for r in val]
             stats.setdefault("test", {})["from_pref_val"] = len(test)
     else:
         splits["sft"] = train + splits["sft"]
@@ -535,8 +542,14 @@ def load_adapter(adapter: Adapter | str, seed: int = 0, local_path: str | None =
     return bundle, stats
 
 
+LOCAL_FAMILY = "local"  # meta.family of the test prompts of a local dataset
+
+
 def load_local(path: str | Path, seed: int = 0) -> tuple[DatasetBundle, dict]:
-    """Load a local .jsonl/.json file or a directory (train / val|validation / test / sft .jsonl|.json)."""
+    """Load a local .jsonl/.json/.parquet file or a directory (train / val|validation / test / sft files).
+
+    Rows without an "id" get one derived from their content (`content_ids`), never from the file name or the
+    row's position, and test prompts carry the family "local": renaming the file changes nothing."""
     p = Path(path).expanduser()
     label = str(path)
     if not p.exists():
@@ -546,16 +559,17 @@ def load_local(path: str | Path, seed: int = 0) -> tuple[DatasetBundle, dict]:
         name = p.stem
         rows, source = read_json_rows(p)
         try:
-            kind, result = convert_local(rows, name, ("pref", "sft", "test"))
+            kind, result = convert_local(rows, GENERATED_ID, ("pref", "sft", "test"))
         except RowError as e:
             raise source.error(e) from None
+        result.rows = content_ids(result.rows)
         version = f"local:{p.name}"
         if kind == "test":
             stats["test"] = result.stats
-            test = [{**r, "meta": {"family": name, **r["meta"]}} for r in result.rows]
-            return assemble(name, version, "pref", [], [], test, None, seed, stats), stats
+            test = [{**r, "meta": {"family": LOCAL_FAMILY, **r["meta"]}} for r in result.rows]
+            return assemble(name, version, "pref", [], [], test, None, seed, stats, LOCAL_FAMILY), stats
         stats["pref_train" if kind == "pref" else "sft"] = result.stats
-        return assemble(name, version, kind, result.rows, None, None, None, seed, stats), stats
+        return assemble(name, version, kind, result.rows, None, None, None, seed, stats, LOCAL_FAMILY), stats
 
     files: dict[str, Path] = {}
     for role, stems in LOCAL_DIR_FILES.items():
@@ -566,20 +580,21 @@ def load_local(path: str | Path, seed: int = 0) -> tuple[DatasetBundle, dict]:
                 break
     if not files:
         raise BenchError(f"{label}: directory has none of train.jsonl, val.jsonl, validation.jsonl, test.jsonl, "
-                         "sft.jsonl (or .json); add at least one, or point at a single file")
+                         "sft.jsonl (or .json/.parquet); add at least one, or point at a single file")
     name = p.resolve().name or "local"
     allowed = {"train": ("pref", "sft"), "val": ("pref",), "test": ("test", "pref", "sft"), "sft": ("sft",)}
     out: dict[str, tuple[str, list[dict]]] = {}
     for role, fpath in files.items():
         rows, source = read_json_rows(fpath)
         try:
-            kind, result = convert_local(rows, fpath.stem, allowed[role])
+            kind, result = convert_local(rows, GENERATED_ID, allowed[role])
         except RowError as e:
             raise source.error(e) from None
+        result.rows = content_ids(result.rows)
         if role == "test" and kind != "test":
-            result.rows = [test_row_from(r, name) for r in result.rows]
+            result.rows = [test_row_from(r, LOCAL_FAMILY) for r in result.rows]
         elif role == "test":
-            result.rows = [{**r, "meta": {"family": name, **r["meta"]}} for r in result.rows]
+            result.rows = [{**r, "meta": {"family": LOCAL_FAMILY, **r["meta"]}} for r in result.rows]
         out[role] = (kind, result.rows)
         key = {"train": "pref_train" if kind == "pref" else "sft", "val": "pref_val", "test": "test", "sft": "sft"}
         stats[key[role]] = result.stats
@@ -594,5 +609,5 @@ def load_local(path: str | Path, seed: int = 0) -> tuple[DatasetBundle, dict]:
     if val is None and not pref_train:
         val = []
     test = out["test"][1] if "test" in out else None
-    bundle = assemble(name, f"local:{name}", "pref", pref_train, val, test, sft, seed, stats)
+    bundle = assemble(name, f"local:{name}", "pref", pref_train, val, test, sft, seed, stats, LOCAL_FAMILY)
     return bundle, stats

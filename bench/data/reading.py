@@ -1,4 +1,4 @@
-"""Reading raw rows: local JSON/JSONL through `datasets.load_dataset("json")`, hub splits through
+"""Reading raw rows: local JSON/JSONL/Parquet through `datasets.load_dataset("json"|"parquet")`, hub splits through
 `datasets.load_dataset(hf_id)`, each failure a one-line BenchError."""
 from __future__ import annotations
 
@@ -88,7 +88,9 @@ def read_json_rows(path: str | Path) -> tuple[list[dict], Source]:
         raise BenchError(f"{label} is not a file; give a .jsonl or .json file")
     if p.suffix not in LOCAL_EXTENSIONS:
         raise BenchError(f"{label}: unsupported file type '{p.suffix}'; convert it to .jsonl (one JSON object "
-                         "per line) or .json (an array of objects)")
+                         "per line), .json (an array of objects) or .parquet")
+    if p.suffix == ".parquet":
+        return _parquet_rows(p, label), Source(label, p)
     try:
         with open(p, encoding="utf-8") as f:
             empty = not f.read(1 << 16).strip()
@@ -110,6 +112,38 @@ def read_json_rows(path: str | Path) -> tuple[list[dict], Source]:
     if not rows:
         raise BenchError(f"{label} has no rows; add at least one row")
     return rows, source
+
+
+def _parquet_rows(p: Path, label: str) -> list[dict]:
+    import datasets
+
+    try:
+        with _quiet_datasets():
+            rows = datasets.load_dataset("parquet", data_files=str(p.resolve()), split="train").to_list()
+    except Exception as e:  # noqa: BLE001 - not a parquet file, unreadable, ...
+        raise BenchError(f"{label}: cannot be read as Parquet ({type(e).__name__}: {_one_line(e, 200)}); write it "
+                         "with pandas.DataFrame.to_parquet or datasets.Dataset.to_parquet") from None
+    if not rows:
+        raise BenchError(f"{label} has no rows; add at least one row")
+    return rows
+
+
+def hub_dataset_rows(hf_id: str, revision: str | None = None) -> dict[str, list[dict]]:
+    """Every split of a Hugging Face hub dataset (`datasets.load_dataset(hf_id)`), as raw rows per split name."""
+    import datasets
+
+    rev = f" at revision {revision}" if revision else ""
+    try:
+        with _quiet_datasets():
+            loaded = datasets.load_dataset(hf_id, revision=revision)
+        if isinstance(loaded, datasets.Dataset):
+            loaded = {"train": loaded}
+        return {name: split.to_list() for name, split in loaded.items()}
+    except Exception as e:  # noqa: BLE001 - network, auth, missing repo, cache problems
+        raise BenchError(
+            f"could not load dataset '{hf_id}'{rev} from the Hugging Face Hub ({type(e).__name__}: "
+            f"{_one_line(e, 200)}); check the id, network access and HF_TOKEN, or download it and pass the local "
+            ".jsonl/.json/.parquet file or directory to --dataset") from None
 
 
 def _hub_rows(adapter: "Adapter", split: str, revision: str | None) -> tuple[list[dict], Source]:

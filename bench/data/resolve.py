@@ -3,8 +3,12 @@
 - ``"embedded"``: the built-in suite, ``bench.suite.build_suite(seed, sizes)``.
 - an adapter name (``known_datasets()``) or its Hugging Face id: hub data through ``bench.data.adapters``
   (with ``local_path=`` a local copy in the hub schema is used instead of downloading).
-- an existing path: a local ``.jsonl``/``.json`` file or a directory (see ``bench.data.adapters.load_local``).
-  Adapter names win over same-named paths; write ``./helpsteer2`` to mean the directory.
+- an existing path: a local ``.jsonl``/``.json``/``.parquet`` file or a directory (see
+  ``bench.data.adapters.load_local``). Adapter names win over same-named paths; write ``./helpsteer2`` to mean the
+  directory.
+- any other ``org/name``: a Hugging Face hub dataset in TRL's preference formats (``bench.data.hub``).
+
+A bundle without SFT rows gets them from its chosen responses when a pipeline needs them (``sft_from_chosen``).
 
 Loaded bundles carry ``bundle.stats`` (per split: rows read, kept, ties/singletons dropped, rows skipped,
 caps applied); it is informational and not part of the content hash.
@@ -92,7 +96,17 @@ def merge_bundles(pref_bundle: DatasetBundle, sft_bundle: DatasetBundle) -> Data
 
 
 def _looks_like_path(text: str) -> bool:
-    return any(c in text for c in "/\\") or text.startswith(("~", ".")) or text.endswith((".jsonl", ".json"))
+    return any(c in text for c in "/\\") or text.startswith(("~", ".")) or text.endswith((".jsonl", ".json",
+                                                                                           ".parquet"))
+
+
+def sft_from_chosen(bundle: DatasetBundle) -> DatasetBundle:
+    """The bundle with an SFT split made of its pref_train prompts and chosen responses (same ids)."""
+    sft = [{"id": r["id"], "prompt": r["prompt"], "response": r["chosen"], "meta": {"from": "chosen"}}
+           for r in bundle.split("pref_train")]
+    out = DatasetBundle(name=bundle.name, version=bundle.version, splits={**bundle.splits, "sft": sft})
+    out.stats = {**(getattr(bundle, "stats", {}) or {}), "sft": {"from_chosen": len(sft)}}  # type: ignore[attr-defined]
+    return out
 
 
 def resolve_dataset(name_or_path: str, seed: int = 0, sizes: dict | None = None,
@@ -134,8 +148,14 @@ def resolve_dataset(name_or_path: str, seed: int = 0, sizes: dict | None = None,
         bundle.stats = stats  # type: ignore[attr-defined]
         return cap_splits(bundle, sizes, seed)
 
+    from bench.data.hub import load_hub, looks_like_hub_id
+
+    if looks_like_hub_id(name):
+        bundle, stats = load_hub(name, seed=seed, revision=revision)
+        bundle.stats = stats  # type: ignore[attr-defined]
+        return cap_splits(bundle, sizes, seed)
     known = ", ".join(known_datasets())
     if _looks_like_path(name):
         raise BenchError(f"dataset path not found: {name}; check the path, or use a known dataset name ({known})")
-    raise BenchError(f"unknown dataset '{name}'; known datasets: {known}; a path to a local .jsonl/.json file "
-                     "or directory also works")
+    raise BenchError(f"unknown dataset '{name}'; known datasets: {known}; a path to a local .jsonl/.json/.parquet "
+                     "file or directory, or a hub id like org/name, also works")

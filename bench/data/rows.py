@@ -10,7 +10,10 @@ from bench.errors import BenchError
 ROLES = ("system", "user", "assistant")
 VAL_FRACTION = 0.05
 MAX_INVALID_FRACTION = 0.10  # lenient (hub) mode: above this, fail instead of skipping
-LOCAL_EXTENSIONS = (".jsonl", ".json")
+LOCAL_EXTENSIONS = (".jsonl", ".json", ".parquet")
+# ids of local rows without an "id" field are derived from their content after conversion (see content_ids);
+# until then they carry this prefix, which no user id can start with
+GENERATED_ID = "\x00row"
 # directory layout for local datasets: role -> accepted file stems, first match wins
 LOCAL_DIR_FILES = {
     "train": ("train",),
@@ -145,6 +148,42 @@ def _row_id(row: Mapping, index: int, id_prefix: str) -> str:
     if not rid.strip():
         raise RowError("field 'id' is empty", "use a non-empty id, or drop 'id' to get generated ids")
     return rid
+
+
+def content_ids(rows: list[dict]) -> list[dict]:
+    """Give every row whose id was generated an id derived from its content (prompt, replies), so renaming,
+    moving or re-encoding a file (JSONL, JSON, Parquet, standard or conversational) keeps the ids, the
+    validation split and every cache key. Identical rows get `-2`, `-3`, ... in file order."""
+    import hashlib
+    import json
+
+    seen: dict[str, int] = {}
+    out = []
+    for row in rows:
+        if str(row["id"]).startswith(GENERATED_ID):
+            body = {k: row[k] for k in ("prompt", "chosen", "rejected", "response") if k in row}
+            base = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+            seen[base] = seen.get(base, 0) + 1
+            row = {**row, "id": base if seen[base] == 1 else f"{base}-{seen[base]}"}
+        out.append(row)
+    return out
+
+
+def split_implicit_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """TRL's standard *implicit prompt* format: the prompt is the text `chosen` and `rejected` share at the start
+    (cut before a separating space, as TRL's `extract_prompt` does). Returns (prompt, chosen, rejected)."""
+    n = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        n += 1
+    if n and chosen[n - 1] == " " and n < min(len(chosen), len(rejected)):
+        n -= 1
+    prompt = chosen[:n]
+    if not prompt.strip():
+        raise RowError("'chosen' and 'rejected' share no leading prompt text and there is no 'prompt' field",
+                       "add a 'prompt' field, or write both replies after the same prompt text")
+    return prompt, chosen[n:], rejected[n:]
 
 
 def _messages(value: Any, field_name: str, role_map: Mapping[str, str] | None = None,

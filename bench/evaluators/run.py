@@ -221,8 +221,6 @@ def run_evaluators(run_dirs: list[str | Path], names: list[str], settings: dict,
     name in the run's metrics.json (right after each evaluation, so finished ones survive a later failure).
 
     Returns ``{run_dir: {name: stored_entry}}``. A BenchError propagates (the CLI prints it)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bench.evaluators import EvalContext, get_evaluator
     from bench.paths import cache_root
     from bench.rundir import RunDir
@@ -235,17 +233,32 @@ def run_evaluators(run_dirs: list[str | Path], names: list[str], settings: dict,
     evaluators = [get_evaluator(n) for n in names]  # unknown names fail before any work
     runs = [RunDir.open(p) for p in run_dirs]
     out: dict[str, dict] = {}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=False) as progress:
-        task = progress.add_task("evaluating", total=len(runs) * len(evaluators))
+    from bench.progress import progress_bar
+
+    with progress_bar("evaluate", total=len(runs) * len(evaluators), unit="evaluations") as bar:
         for run in runs:
             per_run = out.setdefault(str(run.path), {})
             for ev in evaluators:
-                progress.update(task, description=f"{ev.name} · {run.path.name}")
                 ctx = EvalContext(settings=settings, cache_dir=str(cache_dir))
                 result = _check_result(ev.name, ev.evaluate(run, ctx))
                 entry = {"version": ev.version, "settings": scrub_settings(settings, ev.name), **result}
                 run.update_metrics(ev.name, entry)
                 per_run[ev.name] = entry
-                progress.advance(task)
+                bar.advance(1)
     return out
+
+
+def results_table(results: dict[str, dict], width: int | None = None) -> str:
+    """`bench eval`'s printed result: one line per (run, evaluator) with its headline score and sample count."""
+    from bench.textout import table
+
+    rows = []
+    for run_dir, per_run in results.items():
+        for name, entry in per_run.items():
+            score = entry.get("score")
+            n = entry.get("n", entry.get("n_questions", entry.get("n_prompts")))
+            rows.append([Path(run_dir).name, name, f"{score:.4g}" if isinstance(score, (int, float)) else score,
+                         n if isinstance(n, int) else None])
+    return (table(["run", "evaluator", "score", "n"], rows, right=("score", "n"), width=width)
+            + "\n(score as stored in each run's metrics.json: verified and reward_accuracy are fractions in [0, 1], "
+              "rm the reward model's raw score, mtbench 1-10, alpacaeval and oll in %)")

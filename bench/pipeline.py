@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from bench.config import RunConfig, data_seed, load_run_preset, resolve_models
-from bench.costs import Ledger, PeakMemory
+from bench.costs import PeakMemory
 from bench.data.bundle import DatasetBundle
 from bench.encoding import Encoder
 from bench.errors import BenchError
@@ -86,7 +86,6 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self._encoded: dict[str, list] = {}
         self._identities: dict[str, dict] = {}
-        self.ledger = Ledger()  # stages this pipeline used, for the run's cost record
         self.run_cost: dict = {}
 
     # ------------------------------------------------------------------ data
@@ -166,11 +165,10 @@ class Pipeline:
             sc = self.stage_cfg(role)
             if sc.get("path"):
                 return Path(sc["path"])
-            return self.ledger.record(build_stage(role, self.model_key(role),
-                                                  self.ledger.building(lambda tmp: self._train_stage(role, tmp))))
+            return build_stage(role, self.model_key(role), lambda tmp: self._train_stage(role, tmp))
         if role.startswith("run:"):
-            return self.ledger.record(build_stage("student_run", self.model_key(role), self.ledger.building(
-                lambda tmp: self._train_dependency_run(role[4:], tmp))))
+            return build_stage("student_run", self.model_key(role),
+                               lambda tmp: self._train_dependency_run(role[4:], tmp))
         raise BenchError(f"unknown model role '{role}'")
 
     def built_path(self, role: str) -> str | None:
@@ -230,7 +228,6 @@ class Pipeline:
     def _train_dependency_run(self, method_name: str, out: Path) -> dict:
         sub = Pipeline(RunConfig(**{**self.cfg.to_dict(), "method": method_name, "method_settings": {},
                                     "eval_suite": ()}))
-        sub.ledger = self.ledger  # the stages it uses become dependencies of this one
         work = stage_path("student_run", self.model_key(f"run:{method_name}")).with_suffix(".work")
         final, result, _ = sub.train_student(work, resume=True)  # ours alone: the caller holds the stage lock
         shutil.copytree(final, out, dirs_exist_ok=True)
@@ -273,7 +270,7 @@ class Pipeline:
             return {"n": len(outs), "cost": {"seconds": self.timings[f"generate:{role}:{split}"], "role": role,
                                              "tokens": sum(len(o) for o in outs), "sequences": len(outs)}}
 
-        path = self.ledger.record(build_stage("generations", key, self.ledger.building(build)))
+        path = build_stage("generations", key, build)
         return [r["token_ids"] for r in read_jsonl(path / "generations.jsonl")]
 
     def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str]) -> SignalEntry:
@@ -295,7 +292,7 @@ class Pipeline:
             return {"cost": {"seconds": self.timings[f"signals:{role}:{side}"], "tokens": tokens,
                              "forward_passes": passes, "role": role, "side": side}}
 
-        return SignalEntry(self.ledger.record(write_entry(final, key, fill, wrap=self.ledger.building)))
+        return SignalEntry(write_entry(final, key, fill))
 
     def train_data(self, method: Method, mcfg, split: str, alias: dict[str, str]) -> TrainData:
         sides = {side: self.side_pairs(split, side, alias) for side in method.sides(mcfg)}

@@ -33,7 +33,8 @@ from bench.rundir import (MARKER, RunDir, atomic_write_json, prepare_runs_dir, r
                           validate_run_name, write_jsonl)
 from bench.cache_usage import register_run
 from bench.paths import cache_root
-from bench.stages import build_stage, content_key, recording_use, remove_owned, stage_path
+from bench.costs import closure
+from bench.stages import build_stage, cache_relative, content_key, recording_use, remove_owned, stage_path
 
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "safetensors", "prefdistill-bench", "lm_eval",
             "alpaca_eval", "fschat", "openai")
@@ -249,7 +250,7 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
     atomic_write_json(run.path / "train_log.json", {"history": result.history, "evals": result.evals,
                                                     "seconds": result.seconds, "tokens_per_s": result.tokens_per_s})
     cost = {**pipe.run_cost, "generate_seconds": round(pipe.timings["generate:test"], 3),
-            "wall_seconds": round(time.perf_counter() - t_start, 3), "stages": pipe.ledger.closure()}
+            "wall_seconds": round(time.perf_counter() - t_start, 3), "stages": closure(getattr(pipe, "used_entries", ()))}
     atomic_write_json(run.manifest_path, {**manifest(pipe, cfg, mcfg, run, result, identity), "cost": cost})
     ctx = EvalContext(settings={"model": model})
     metrics = {"train": {"steps": result.steps, "seconds": round(result.seconds, 2),
@@ -293,10 +294,9 @@ def manifest(pipe, cfg: RunConfig, mcfg, run: RunDir, result, identity: str) -> 
 
 
 def used_entries(pipe, cfg: RunConfig) -> list[str]:
-    """The cache entries this run built or reused (relative to the cache root), and the `run:<method>` stage it
-    publishes itself: what `bench cache ls|gc` count as used by it."""
-    used = set(getattr(pipe, "used_entries", ()))
+    """The cache entries this run used, directly or through their dependencies (relative to the cache root), and
+    the `run:<method>` stage it publishes itself: what `bench cache ls|gc` count as used by it."""
+    used = {s["path"] for s in closure(getattr(pipe, "used_entries", ()))}
     if not cfg.method_settings:
-        used.add(str(stage_path("student_run", pipe.model_key(f"run:{cfg.method}"))))
-    root = cache_root().resolve()
-    return sorted(str(Path(p).resolve().relative_to(root)) for p in used if root in Path(p).resolve().parents)
+        used.add(cache_relative(stage_path("student_run", pipe.model_key(f"run:{cfg.method}"))))
+    return sorted(p for p in used if not Path(p).is_absolute())

@@ -100,10 +100,10 @@ def bytes_per_token(entry: SignalEntry) -> dict[str, float]:
     return {kind: info["bytes"] / max(info["rows"], 1) for kind, info in m["kinds"].items()}
 
 
-def write_entry(final: Path, key: dict, fill, shard_size: int = 4096, wrap=None) -> Path:
+def write_entry(final: Path, key: dict, fill, shard_size: int = 4096) -> Path:
     """Build an entry in a temp dir with `fill(writers)` (which may return extra manifest fields), then rename it
     into place atomically (under the entry's lock, with a checksum of every shard in manifest.json; a corrupt entry
-    is rebuilt: `bench.stages`). `wrap` wraps the build function (the pipeline's cost ledger)."""
+    is rebuilt: `bench.stages`)."""
     from bench.stages import ensure_published
 
     def build(tmp: Path) -> dict:
@@ -116,4 +116,4 @@ def write_entry(final: Path, key: dict, fill, shard_size: int = 4096, wrap=None)
             kinds[kind] = {"shards": w.shards, "bytes": w.bytes, "rows": sum(s["rows"] for s in w.shards)}
         return {"key": key, "kinds": kinds, **extra}
 
-    return ensure_published(Path(final), wrap(build) if wrap else build, marker=MARKER, what="signal cache entry", fault="signal-write")
+    return ensure_published(Path(final), build, marker=MARKER, what="signal cache entry", fault="signal-write")

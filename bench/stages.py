@@ -78,13 +78,34 @@ def problems(final: Path, marker: str = STAGE_MARKER) -> list[str]:
     return check_files(final, files)
 
 
-_RECORDERS: list[set[str]] = []
+_RECORDERS: list[set[str]] = []  # entries used outside any build (a run's direct uses)
+_FRAMES: list[list[str]] = []  # builds in progress, innermost last: the entries each one used
+
+
+def cache_relative(path: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(cache_root().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _recording_deps(build: Callable[[Path], dict | None]) -> Callable[[Path], dict]:
+    """`build` whose metadata gains `deps`: the published entries it used (relative to the cache root)."""
+    def wrapped(tmp: Path) -> dict:
+        _FRAMES.append([])
+        try:
+            meta = build(tmp) or {}
+        finally:
+            deps = _FRAMES.pop()
+        return {**meta, "deps": deps}
+    return wrapped
 
 
 @contextmanager
 def recording_use():
-    """Collect the path of every published directory used (built or reused) inside the block: a run records them
-    in its manifest, so `bench cache ls|gc` know which runs use which entries."""
+    """Collect the path of every published directory used (built or reused) inside the block, outside of other
+    entries' builds (those become the building entry's `deps`): `bench.costs.closure` follows the deps, and a run
+    records the whole closure in its manifest (costs, and `bench cache ls|gc` knowing which runs use what)."""
     used: set[str] = set()
     _RECORDERS.append(used)
     try:
@@ -102,8 +123,13 @@ def use_stamp(final: Path) -> Path:
 def _note_use(final: Path, marker: str) -> Path:
     """Record a use of `final`: in the active recorders, and as the mtime of its use stamp (the "last used" time
     that `bench cache gc --older-than` reads)."""
-    for used in _RECORDERS:
-        used.add(str(final))
+    if _FRAMES:  # used while building another entry: one of its dependencies
+        rel = cache_relative(final)
+        if rel not in _FRAMES[-1]:
+            _FRAMES[-1].append(rel)
+    else:
+        for used in _RECORDERS:
+            used.add(str(final))
     stamp = use_stamp(final)
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +145,7 @@ def ensure_published(final: Path, build: Callable[[Path], dict | None], *, marke
 
     `build(tmp)` fills the temp dir and returns metadata; the marker file gets that metadata plus the checksum of
     every file, and is written last."""
-    return _note_use(_ensure_published(Path(final), build, marker, what, fault), marker)
+    return _note_use(_ensure_published(Path(final), _recording_deps(build), marker, what, fault), marker)
 
 
 def _ensure_published(final: Path, build, marker: str, what: str, fault: str) -> Path:

@@ -200,6 +200,8 @@ def sweep(
     dataset: Optional[str] = typer.Option(None),
     runs: Optional[Path] = typer.Option(None, help="directory of run directories (default runs)"),
     jobs: int = typer.Option(1, help="cells run in parallel processes (safe: stages and runs are locked)"),
+    launcher: Optional[str] = typer.Option(None, help="run each cell as `LAUNCHER -m cli run ...`, e.g. "
+                                           "\"accelerate launch --config_file configs/accelerate/multi_gpu.yaml\""),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the cells and what each would build; run nothing"),
 ):
     """Run a grid of methods × settings × seeds; shared stages are built once, finished cells reused, failed cells
@@ -217,7 +219,7 @@ def sweep(
             for st in cell["stages"]:
                 typer.echo(f"    {st['status']:>10}  {st['stage']}")
         return
-    record = run_sweep(spec, jobs=jobs)
+    record = run_sweep(spec, jobs=jobs, launcher=launcher)
     typer.echo(summary_line(record))
     if any(c["status"] == "failed" for c in record["cells"]):
         raise typer.Exit(1)

@@ -22,6 +22,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from bench import dist
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.faults import fault_point
@@ -168,11 +169,14 @@ def _run_pipeline(cfg: RunConfig, used: set[str]) -> RunDir:
         validate_run_name(cfg.run_name)
     check_runs_dir(cfg.runs_dir)
     pipe = Pipeline(cfg)
-    for line in pipe.notices:
-        print(f"notice: {line}", file=sys.stderr, flush=True)
+    if dist.is_main():
+        for line in pipe.notices:
+            print(f"notice: {line}", file=sys.stderr, flush=True)
     pipe.used_entries = used
     cfg = pipe.cfg  # the student and teacher the preset names, filled in
     identity, parts = run_identity(pipe, cfg)
+    if dist.world() > 1:
+        return _run_collectively(pipe, cfg, identity, parts, t0)
     runs = prepare_runs_dir(cfg.runs_dir)
     run = RunDir(run_path(runs, cfg.run_name or default_run_name(cfg, identity)))
     with run.lock():
@@ -188,6 +192,42 @@ def _run_pipeline(cfg: RunConfig, used: set[str]) -> RunDir:
 
             run_evaluators([run.path], list(cfg.eval_suite), {}, None)
     console.print(f"[bold]{run.path}[/] done in {time.perf_counter() - t0:.0f}s")
+    return run
+
+
+def _run_collectively(pipe, cfg: RunConfig, identity: str, parts: dict, t0: float) -> RunDir:
+    """The same run under `accelerate launch`: process 0 owns the run directory (lock, claim, every file written,
+    evaluators); every process takes part in training (data parallel) and in building any missing stage."""
+    from contextlib import nullcontext
+
+    main = dist.is_main()
+    runs = prepare_runs_dir(cfg.runs_dir) if main else Path(cfg.runs_dir).expanduser()
+    run = RunDir(run_path(runs, cfg.run_name or default_run_name(cfg, identity)))
+    with run.lock() if main else nullcontext():
+        decision = None
+        if main:
+            try:
+                decision = {"reused": _claim(run, runs, identity, parts, cfg.resume)}
+            except BenchError as e:
+                decision = {"error": str(e)}
+        decision = dist.broadcast(decision)
+        if "error" in decision:
+            raise BenchError(decision["error"])
+        run.reused = decision["reused"]
+        if not run.reused:
+            try:
+                _train_and_write(pipe, cfg, run, identity)
+            except BaseException as e:
+                if main:
+                    _abandon(run, runs, cfg, e)
+                raise
+        if main and cfg.eval_suite:
+            from bench.evaluators.run import run_evaluators
+
+            run_evaluators([run.path], list(cfg.eval_suite), {}, None)
+    dist.barrier()
+    if main:
+        console.print(f"[bold]{run.path}[/] done in {time.perf_counter() - t0:.0f}s")
     return run
 
 
@@ -218,6 +258,9 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
     from bench.tracking import Tracking, flat_config
 
     t_start = time.perf_counter()
+    if not dist.is_main():  # other processes take part in training only; process 0 writes the run
+        pipe.train_student(run.work_path, resume=cfg.resume, tracking=None)
+        return
     tracking = Tracking(report_to=cfg.report_to, log_file=run.path / "train_log.jsonl", project_dir=run.path,
                         run_name=run.path.name,
                         config=flat_config({"method": cfg.method, "settings": cfg.method_settings,

@@ -200,13 +200,13 @@ def _run_here(spec: SweepSpec, cell: Cell) -> dict:
     return {"status": "reused" if getattr(run, "reused", False) else "done", "run": str(run.path)}
 
 
-def _run_child(spec: SweepSpec, cell: Cell, log: Path, threads: int) -> dict:
+def _run_child(spec: SweepSpec, cell: Cell, log: Path, threads: int, launcher: list[str] | None = None) -> dict:
     env = {**os.environ, "BENCH_PROGRESS": "0"}
     env.setdefault("OMP_NUM_THREADS", str(threads))
     log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [*launcher, "-m", "cli"] if launcher else [sys.executable, "-m", "cli"]
     with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, "-m", "cli", *cli_args(spec, cell)], stdout=f,
-                              stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run([*cmd, *cli_args(spec, cell)], stdout=f, stderr=subprocess.STDOUT, env=env)
     text = log.read_text(errors="replace")
     if proc.returncode != 0:
         return {"status": "failed", "error": _one_line(text), "log": str(log)}
@@ -214,8 +214,12 @@ def _run_child(spec: SweepSpec, cell: Cell, log: Path, threads: int) -> dict:
     return {"status": "reused" if "reusing it" in text else "done", "run": last.split(" ", 1)[0], "log": str(log)}
 
 
-def run_sweep(spec: SweepSpec, jobs: int = 1) -> dict:
-    """Run every missing cell; returns the record (cells with status done | reused | failed)."""
+def run_sweep(spec: SweepSpec, jobs: int = 1, launcher: str | None = None) -> dict:
+    """Run every missing cell; returns the record (cells with status done | reused | failed). With a `launcher`
+    (e.g. "accelerate launch --config_file configs/accelerate/multi_gpu.yaml") every cell runs as
+    `<launcher> -m cli run ...` in its own process group."""
+    import shlex
+
     from bench.progress import console, overall_progress
     from bench.rundir import prepare_runs_dir
 
@@ -230,11 +234,11 @@ def run_sweep(spec: SweepSpec, jobs: int = 1) -> dict:
         t0 = time.perf_counter()
         record.update(i, status="running")
         try:
-            if jobs == 1:
+            if jobs == 1 and not launcher:
                 result = _run_here(spec, cell)
             else:
                 log = Path(spec.runs) / ".sweeps" / spec.name / f"{i:03d}-{sanitize_name(cell.label)}.log"
-                result = _run_child(spec, cell, log, threads)
+                result = _run_child(spec, cell, log, threads, shlex.split(launcher) if launcher else None)
         except BenchError as e:
             result = {"status": "failed", "error": str(e)}
         except Exception as e:  # noqa: BLE001 - a broken cell must not stop the sweep; its error is recorded
@@ -245,7 +249,7 @@ def run_sweep(spec: SweepSpec, jobs: int = 1) -> dict:
         bar.advance(1)
 
     with overall_progress(f"sweep {spec.name}", total=len(cells), unit="cells") as bar:
-        if jobs == 1:
+        if jobs == 1:  # in order, each cell in this process (or, with a launcher, its own process group)
             for i, cell in enumerate(cells):
                 one(i, cell, bar)
         else:

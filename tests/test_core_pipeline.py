@@ -15,6 +15,7 @@ import bench.pipeline as pipeline_mod
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.forward import pad_batch, packed_forward
+from bench.precision import autocast
 from bench.paths import cache_root
 from bench.pipeline import Pipeline
 from bench.rundir import read_jsonl
@@ -189,7 +190,7 @@ def test_cached_reference_logps_match_the_model(pipe):
     entry = pipe.signal_entry("sft_student", "chosen", "pref_train", {})
     pairs = pipe.side_pairs("pref_train", "chosen", {})
     model = pipe.load("sft_student").eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(pipe.stage_precision()):  # the body at the precision the signals were made at
         p = packed_forward(model, pad_batch(pairs[:5], pipe.tok.pad_token_id))
     want = p.token_logps()
     got = entry.gather("logps", list(range(5)))["logps"]

@@ -81,13 +81,18 @@ class GradForm:
         self.at_ids.append((ids, vals))
 
     def dz(self) -> torch.Tensor:
+        """dL/dz [c, V]; overwrites z (the recomputed chunk is not needed afterwards)."""
         z = self.z
-        dz = (z - self.lse[:, None]).exp_().mul_(self.a[:, None])
+        rest = None
         for lse_rest, ids, coef in self.rest:
             empty = torch.isneginf(lse_rest)  # no rest (the ids cover the vocabulary): nothing to add
             lr = torch.where(empty, self.lse, lse_rest)
             t = (z - lr[:, None]).exp_().scatter_(-1, ids, 0.0)
-            dz.add_(t.mul_(torch.where(empty, torch.zeros_like(coef), coef)[:, None]))
+            t.mul_(torch.where(empty, torch.zeros_like(coef), coef)[:, None])
+            rest = t if rest is None else rest.add_(t)
+        dz = z.sub_(self.lse[:, None]).exp_().mul_(self.a[:, None])  # in place: a·softmax(z)
+        if rest is not None:
+            dz.add_(rest)
         for ids, vals in self.at_ids:
             dz.scatter_add_(-1, ids, vals.to(dz.dtype))
         return dz
@@ -124,6 +129,7 @@ class _HeadState:
     chunk_rows: int
     low: torch.dtype | None = None  # bf16 operands with float32 results (see module docstring)
     pending: list = field(default_factory=list)  # (fn, args, outs, grads) recorded by row-op backwards
+    lse: torch.Tensor | None = None  # logsumexp of every row, kept by the first closed-form forward
     _w_low: torch.Tensor | None = None
 
     @property
@@ -172,17 +178,14 @@ class _HeadState:
         other = [p for p in pending if not isinstance(p[0], RowFn)]
         for sl in self.chunks():
             z = self.logits(sl)
-            dz = None
+            dz = _autograd_dz(z, other, sl) if other else None  # before the closed form overwrites z
             if closed:
-                form = GradForm(z, torch.logsumexp(z, dim=-1))
+                lse = self.lse[sl] if self.lse is not None else torch.logsumexp(z, dim=-1)
+                form = GradForm(z, lse)
                 for fn, args, outs, grads in closed:
                     fn.grad(form, _chunk_args(args, sl), tuple(o[sl] for o in outs),
                             tuple(None if g is None else g[sl] for g in grads))
-                dz = form.dz()
-            if other:
-                dz_other = _autograd_dz(z, other, sl)
-                if dz_other is not None:
-                    dz = dz_other if dz is None else dz.add_(dz_other)
+                dz = form.dz() if dz is None else form.dz().add_(dz)
             if dz is None:
                 continue
             with _no_autocast(self.hidden.device):
@@ -273,10 +276,17 @@ class _RowOp(torch.autograd.Function):
 def _evaluate(state: _HeadState, fn: Callable, args: tuple) -> tuple[torch.Tensor, ...]:
     parts: list[tuple[torch.Tensor, ...]] = []
     closed = isinstance(fn, RowFn)
+    keep = closed and state.lse is None
+    lses = []
     with torch.no_grad():
         for sl in state.chunks():
             z = state.logits(sl)
-            parts.append(_run(fn, z, torch.logsumexp(z, dim=-1) if closed else None, _chunk_args(args, sl)))
+            lse = torch.logsumexp(z, dim=-1) if closed else None
+            parts.append(_run(fn, z, lse, _chunk_args(args, sl)))
+            if keep:
+                lses.append(lse)
+        if keep and lses:
+            state.lse = torch.cat(lses)
         if not parts:  # no rows: run fn on an empty chunk for the output shapes
             z = state.hidden.new_zeros((0, state.weight.shape[0]), dtype=state.work_dtype)
             return _run(fn, z, torch.logsumexp(z, dim=-1) if closed else None, _chunk_args(args, slice(0, 0)))

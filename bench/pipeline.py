@@ -282,7 +282,7 @@ class Pipeline:
                                                   pad_id=self.tok.pad_token_id, batch_size=self.infer_bs,
                                                   model_key=content_key(self.model_key(role)),
                                                   desc=f"signals {role} on {split}/{side}",
-                                                  autocast=lambda: autocast(precision))
+                                                  autocast=lambda L: autocast(precision, seq_len=L))
             self.timings[f"signals:{role}:{side}"] = time.perf_counter() - t0
             del model
             gc.collect()

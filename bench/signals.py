@@ -83,17 +83,18 @@ VALUE_FIELDS = ("v_soft", "v_lse", "v_max", "v_expect", "v_margin", "z_label")
 @torch.no_grad()
 def compute_side_signals(model, pairs: list[tuple[list[int], list[int]]], writers: dict, *, k: int, tau: float,
                          pad_id: int, batch_size: int, model_key: str, desc: str,
-                         autocast: Callable[[], ContextManager] | None = None) -> tuple[int, int]:
+                         autocast: Callable[[int], ContextManager] | None = None) -> tuple[int, int]:
     """Fill the cache writers with topk / logps / values for each (prompt_ids, response_ids) pair, in order.
-    The body runs under `autocast()` (the consuming stage's precision); the LM head and every signal are computed
-    chunk by chunk in float32 at least (no [N, V] logits of a whole batch). Returns (tokens processed, passes)."""
+    The body runs under `autocast(padded_length)` (the consuming stage's precision); the LM head and every signal
+    are computed chunk by chunk in float32 at least (no [N, V] logits of a whole batch). Returns (tokens processed,
+    passes)."""
     model.eval()
     tokens = passes = 0
     with progress_bar(desc, total=len(pairs), unit="seq") as bar:
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
             batch = pad_batch(chunk, pad_id)
-            with (autocast or contextlib.nullcontext)():
+            with (autocast(batch.input_ids.shape[1]) if autocast else contextlib.nullcontext()):
                 packed, final = packed_forward(model, batch, with_final=True)
             FORWARD_PASSES[model_key] += 1
             passes += 1

@@ -194,7 +194,9 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
                 order = order_for(epoch) + order_for(epoch + 1)
                 idx = order[pos:pos + tcfg.batch_size * accel.num_processes][accel.process_index::accel.num_processes]
                 batches, signals = collate(data, idx, pad_id)
-                with accel.accumulate(model), autocast(precision, accel.device.type):
+                seq_len = max(b.input_ids.shape[1] for b in batches.values())
+                with accel.accumulate(model), autocast(precision, accel.device.type, seq_len,
+                                                       weight_cache=tcfg.grad_ckpt == "off"):
                     lb = loss_batch(model, ref_model, batches, signals, accel.device)
                     loss, metrics = method.loss(lb, mcfg)
                     if not torch.isfinite(loss):

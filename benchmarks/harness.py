@@ -59,7 +59,8 @@ class OurStep:
         set_grad_ckpt(self.model, self.grad_ckpt)
         self.model.train()
         batches, signals = collate(self.data, self.idx, self.pad_id)
-        with autocast(self.precision):
+        seq_len = max(b.input_ids.shape[1] for b in batches.values())
+        with autocast(self.precision, seq_len=seq_len, weight_cache=self.grad_ckpt == "off"):
             lb = loss_batch(self.model, self.ref, batches, signals, next(self.model.parameters()).device,
                             chunked=self.chunked)
             loss, _ = self.method.loss(lb, self.mcfg)

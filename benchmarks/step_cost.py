@@ -181,12 +181,12 @@ def signals_part(args, log) -> dict:
     def precompute():
         compute_side_signals(teacher, p, {"topk": Null(), "logps": Null(), "values": Null()}, k=50, tau=2.0,
                              pad_id=tok.pad_token_id, batch_size=bs, model_key="bench", desc="signals",
-                             autocast=lambda: autocast(precision))
+                             autocast=lambda L: autocast(precision, seq_len=L))
 
     @torch.no_grad()
     def plain():
-        with autocast(precision):
-            for b in batches:
+        for b in batches:
+            with autocast(precision, seq_len=b.input_ids.shape[1]):
                 teacher(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
 
     times = interleaved({"precompute": precompute, "plain forward": plain}, max(3, args.repeats // 2))

@@ -37,7 +37,7 @@ def signal_entry(model, pairs, out: Path, *, pad_id: int, precision: str, k: int
     """One real cache entry of `model` over `pairs` (topk, logps, values), body at `precision`."""
     def fill(writers):
         compute_side_signals(model, pairs, writers, k=k, tau=tau, pad_id=pad_id, batch_size=batch_size,
-                             model_key=str(out), desc="signals", autocast=lambda: autocast(precision))
+                             model_key=str(out), desc="signals", autocast=lambda L: autocast(precision, seq_len=L))
     return SignalEntry(write_entry(out, {"benchmark": str(out)}, fill))
 
 

@@ -1,8 +1,10 @@
 """Forward passes that apply the LM head only where a loss (or a value) is needed.
 
-`pad_batch` right-pads (prompt, response) pairs; `packed_forward` runs the model body once and the LM head on
-the response-predicting positions only (plus, with `with_final=True`, the state after the last token).
-On a 49k vocabulary the head over whole prompts is a large share of the FLOPs; this skips it.
+`pad_batch` right-pads (prompt, response) pairs; `packed_forward` runs the model body once and keeps the hidden
+states of the response-predicting positions only (plus, with `with_final=True`, the logits of the state after the
+last token). On a 49k vocabulary the head over whole prompts is a large share of the FLOPs; this skips it. The LM
+head itself is applied later, chunk by chunk, by the loss helpers (`bench.head`): the returned Packed holds no
+[N, V] logits (`chunked=False` gives the dense logits, for tests and comparisons).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.head import HeadRows, low_precision_for
 from bench.tensors import Packed
 
 
@@ -58,15 +61,32 @@ def hidden_states(model, batch: PaddedBatch) -> torch.Tensor:
     return out.last_hidden_state
 
 
-def packed_forward(model, batch: PaddedBatch, with_final: bool = False):
-    """Packed logits of the response tokens; with_final also returns the [B, V] logits after the last token."""
+def head_of(model):
+    """(weight [V, D], bias) of the model's LM head when it is a plain linear map (None otherwise, e.g. a head
+    sharded by FSDP/ZeRO-3, which must be called as a module: then the dense path is used)."""
+    head = model.get_output_embeddings()
+    if isinstance(head, torch.nn.Linear) and head.weight.dim() == 2 and head.weight.numel() > 0:
+        return head.weight, head.bias
+    return None
+
+
+def packed_forward(model, batch: PaddedBatch, with_final: bool = False, chunked: bool = True):
+    """The response rows of a batch as a Packed: chunked (hidden states + LM head, no [N, V] logits) by default,
+    dense logits with chunked=False. with_final also returns the [B, V] logits after the last token."""
     h = hidden_states(model, batch)
     dev = h.device
     head = model.get_output_embeddings()
     rows = h[batch.row_b.to(dev), batch.row_pos.to(dev)]
-    packed = Packed(logits=head(rows).float(), labels=batch.labels.to(dev), seg=batch.row_b.to(dev),
-                    n_seq=batch.n_seq)
+    labels, seg = batch.labels.to(dev), batch.row_b.to(dev)
+    wb = head_of(model) if chunked else None
+    if wb is not None:
+        packed = Packed.from_head(HeadRows(rows, *wb, low=low_precision_for(dev)), labels, seg, batch.n_seq)
+    else:
+        z = head(rows)
+        packed = Packed(logits=z.to(torch.promote_types(z.dtype, torch.float32)), labels=labels, seg=seg,
+                        n_seq=batch.n_seq)
     if not with_final:
         return packed
-    final = head(h[torch.arange(batch.n_seq, device=dev), batch.final_pos.to(dev)]).float()
+    h_final = h[torch.arange(batch.n_seq, device=dev), batch.final_pos.to(dev)]
+    final = HeadRows(h_final, *wb, low=low_precision_for(dev)).dense() if wb is not None else head(h_final).float()
     return packed, final

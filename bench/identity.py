@@ -14,8 +14,10 @@ import inspect
 from functools import lru_cache
 
 # Shared code every trained model depends on (the loss helpers, the packed forward, the training loop).
-TRAINING_MODULES = ("bench.tensors", "bench.forward", "bench.trainer", "bench.checkpoint")
-SIGNAL_MODULES = ("bench.signals", "bench.forward", "bench.signal_cache")
+TRAINING_MODULES = ("bench.tensors", "bench.head", "bench.forward", "bench.precision", "bench.trainer",
+                    "bench.checkpoint")
+SIGNAL_MODULES = ("bench.signals", "bench.forward", "bench.head", "bench.tensors", "bench.signal_cache",
+                  "bench.signal_codec")
 GENERATION_MODULES = ("bench.generate",)
 
 

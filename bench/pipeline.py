@@ -28,6 +28,7 @@ from bench.registry import get_method
 from bench.rundir import read_jsonl, write_jsonl
 from bench.signal_cache import SignalEntry, write_entry
 from bench.paths import cache_root
+from bench.precision import autocast, resolve_precision
 from bench.signals import SIGNAL_FORMAT, check_k, compute_side_signals
 from bench.stages import build_stage, content_key, remove_owned, stage_path, token_hash
 from bench.trainer import TrainConfig, TrainData, train
@@ -198,7 +199,7 @@ class Pipeline:
             init, split, alias = "student_base", "sft", {}
         else:  # dpo_teacher, chosen_teacher start from the reference teacher
             init, split, alias = "ref_teacher", "pref_train", {"reference": "ref_teacher"}
-        data = self.train_data(method, mcfg, split, alias)
+        data = self.train_data(method, mcfg, split, alias, self.stage_precision(role))
         if init == "ref_teacher":
             self.model_dir(init)
         t0 = time.perf_counter()  # this stage alone, not the stages it needed
@@ -243,10 +244,15 @@ class Pipeline:
                 "max_new": self.enc.max_response_len, "gen": self.preset.get("generation", {}),
                 "code": code_version(*GENERATION_MODULES)}
 
-    def signal_key(self, role: str, pairs) -> dict:
+    def stage_precision(self, role: str = "student") -> str:
+        """The resolved precision a stage trains at (its signals are computed with the body at it too)."""
+        train = self.stage_cfg(role).get("train", {})
+        return resolve_precision(train.get("precision", TrainConfig.precision))
+
+    def signal_key(self, role: str, pairs, precision: str | None = None) -> dict:
         return {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
                 "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES),
-                "format": SIGNAL_FORMAT}
+                "format": SIGNAL_FORMAT, "precision": precision or self.stage_precision()}
 
     def generations(self, role: str, split: str) -> list[list[int]]:
         prompts = self.prompts(split)
@@ -273,9 +279,12 @@ class Pipeline:
         path = build_stage("generations", key, build)
         return [r["token_ids"] for r in read_jsonl(path / "generations.jsonl")]
 
-    def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str]) -> SignalEntry:
+    def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str],
+                     precision: str | None = None) -> SignalEntry:
+        """The signals of `role` on a side, with the body at `precision` (default: the student stage's)."""
+        precision = precision or self.stage_precision()
         pairs = self.side_pairs(split, side, alias)
-        key = self.signal_key(role, pairs)
+        key = self.signal_key(role, pairs, precision)
         final = stage_path("signals", key)
 
         def fill(writers):
@@ -285,7 +294,8 @@ class Pipeline:
             tokens, passes = compute_side_signals(model, pairs, writers, k=self.k, tau=self.tau,
                                                   pad_id=self.tok.pad_token_id, batch_size=self.infer_bs,
                                                   model_key=content_key(self.model_key(role)),
-                                                  desc=f"signals {role} on {split}/{side}")
+                                                  desc=f"signals {role} on {split}/{side}",
+                                                  autocast=lambda L: autocast(precision, seq_len=L))
             self.timings[f"signals:{role}:{side}"] = time.perf_counter() - t0
             del model
             gc.collect()
@@ -294,14 +304,15 @@ class Pipeline:
 
         return SignalEntry(write_entry(final, key, fill))
 
-    def train_data(self, method: Method, mcfg, split: str, alias: dict[str, str]) -> TrainData:
+    def train_data(self, method: Method, mcfg, split: str, alias: dict[str, str],
+                   precision: str | None = None) -> TrainData:
         sides = {side: self.side_pairs(split, side, alias) for side in method.sides(mcfg)}
         signals = {}
         for spec in method.signals(mcfg):
             role = alias.get(spec.model, spec.model)
             if spec.side not in sides:
                 sides[spec.side] = self.side_pairs(split, spec.side, alias)
-            entry = self.signal_entry(role, spec.side, split, alias)
+            entry = self.signal_entry(role, spec.side, split, alias, precision)
             signals[spec.name] = (entry, spec.kind, spec.side)
         n = len(next(iter(sides.values())))
         # sides the loss does not run the policy on are only needed for signal alignment

@@ -1,8 +1,10 @@
 """Content-addressed teacher-signal cache: memory-mapped safetensors shards, written atomically.
 
 One entry = one forward pass of one model over one side (chosen, rejected, a generation set) of one split,
-keyed by (model key, token-data hash, tokenizer, k, τ). It holds three kinds, each in its own shards:
-  topk   topk_ids int32 [N,k], topk_logps float16 [N,k], tail float32 [N]      (k=50: 304 bytes/token)
+keyed by (model key, token-data hash, tokenizer, k, τ, precision, format). It holds three kinds, each in its own
+shards (logical fields; `bench.signal_codec` says how top-k rows are stored):
+  topk   topk_ids int32 [N,k], topk_logps float16 [N,k], tail float32 [N]
+         stored as uint16 ids + 15-bit packed log-probs, tail recomputed  (k=50: 194 bytes/token; was 304)
   logps  logps float32 [N]                                                    (4 bytes/token)
   values v_soft, v_lse, v_max, v_expect, v_margin, z_label float32 [N+B]      (24 bytes/state)
 Rows are flat over examples; `offsets` ([n+1] int64, per shard) locate example i. Reading slices rows straight
@@ -18,6 +20,7 @@ from safetensors.torch import save_file
 
 from bench.errors import BenchError
 from bench.integrity import read_json
+from bench.signal_codec import decode_topk, encode_topk
 
 MARKER = "manifest.json"
 
@@ -26,6 +29,15 @@ KIND_FIELDS = {
     "logps": ("logps",),
     "values": ("v_soft", "v_lse", "v_max", "v_expect", "v_margin", "z_label"),
 }
+STORED_FIELDS = {**KIND_FIELDS, "topk": ("topk_ids", "topk_codes")}
+
+
+def encode(kind: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return encode_topk(tensors["topk_ids"], tensors["topk_logps"]) if kind == "topk" else tensors
+
+
+def decode(kind: str, stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return decode_topk(stored) if kind == "topk" else stored
 
 
 class ShardWriter:
@@ -33,7 +45,7 @@ class ShardWriter:
 
     def __init__(self, directory: Path, kind: str, shard_size: int):
         self.dir, self.kind, self.shard_size = directory, kind, shard_size
-        self.buf: dict[str, list[torch.Tensor]] = {f: [] for f in KIND_FIELDS[kind]}
+        self.buf: dict[str, list[torch.Tensor]] = {}  # logical fields (topk: ids and log-probs; the tail is derived)
         self.lengths: list[int] = []
         self.shards: list[dict] = []
         self.bytes = 0
@@ -42,7 +54,7 @@ class ShardWriter:
         first = next(iter(tensors.values()))
         self.lengths.append(int(first.shape[0]))
         for name, t in tensors.items():
-            self.buf[name].append(t.contiguous())
+            self.buf.setdefault(name, []).append(t.contiguous())
         if len(self.lengths) >= self.shard_size:
             self.flush()
 
@@ -51,13 +63,13 @@ class ShardWriter:
             return
         offsets = torch.zeros(len(self.lengths) + 1, dtype=torch.int64)
         offsets[1:] = torch.tensor(self.lengths).cumsum(0)
-        data = {name: torch.cat(parts) for name, parts in self.buf.items()}
+        data = encode(self.kind, {name: torch.cat(parts) for name, parts in self.buf.items()})
         data["offsets"] = offsets
         fname = f"{self.kind}-{len(self.shards):05d}.safetensors"
         save_file(data, str(self.dir / fname))
         self.bytes += sum(t.numel() * t.element_size() for k, t in data.items() if k != "offsets")
         self.shards.append({"file": fname, "examples": len(self.lengths), "rows": int(offsets[-1])})
-        self.buf = {f: [] for f in KIND_FIELDS[self.kind]}
+        self.buf = {}
         self.lengths = []
 
 
@@ -82,17 +94,24 @@ class SignalEntry:
             self._index[kind] = shards
         return self._index[kind]
 
-    def example(self, kind: str, i: int) -> dict[str, torch.Tensor]:
+    def _stored(self, kind: str, i: int) -> dict[str, torch.Tensor]:
         for start, handle, offsets in reversed(self._shards(kind)):
             if i >= start:
                 j = i - start
                 a, b = int(offsets[j]), int(offsets[j + 1])
-                return {name: handle.get_slice(name)[a:b] for name in KIND_FIELDS[kind]}
+                return {name: handle.get_slice(name)[a:b] for name in STORED_FIELDS[kind]}
         raise IndexError(i)
 
+    def example(self, kind: str, i: int) -> dict[str, torch.Tensor]:
+        return decode(kind, self._stored(kind, i))
+
     def gather(self, kind: str, indices: list[int]) -> dict[str, torch.Tensor]:
-        parts = [self.example(kind, i) for i in indices]
-        return {name: torch.cat([p[name] for p in parts]) for name in KIND_FIELDS[kind]}
+        parts = [self._stored(kind, i) for i in indices]
+        ids = [p["topk_ids"] for p in parts] if kind == "topk" else []
+        if len({t.dtype for t in ids}) > 1:  # shards of one entry may store ids at different widths
+            for p in parts:
+                p["topk_ids"] = p["topk_ids"].to(torch.int32)
+        return decode(kind, {name: torch.cat([p[name] for p in parts]) for name in STORED_FIELDS[kind]})
 
 
 def bytes_per_token(entry: SignalEntry) -> dict[str, float]:

@@ -1,20 +1,24 @@
 """Compute a model's per-token signals over one side of a split (one forward pass, every kind at once)."""
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from typing import Callable, ContextManager
 
 import torch
 
 from bench.errors import BenchError
 from bench.forward import pad_batch, packed_forward
 from bench.progress import progress_bar
+from bench.tensors import _token_logps
 
 # Forward passes made by signal computation, by model key (tests use it to prove cache reuse).
 FORWARD_PASSES: Counter = Counter()
 
-#: Version of what a cache entry holds; part of the signal cache key, so entries written by older code (whose
-#: tail was not derived from the stored float16 log-probs) are never reused. Bump it when the stored data changes.
-SIGNAL_FORMAT = 2
+#: Version of what a cache entry holds; part of the signal cache key, so entries written by older code are never
+#: reused. Bump it when the stored data changes. 2: tail derived from the stored float16 log-probs; 3: uint16 ids,
+#: 15-bit packed log-probs, tail recomputed on read (`bench.signal_codec`).
+SIGNAL_FORMAT = 3
 
 
 def check_k(k: int, vocab: int) -> None:
@@ -66,32 +70,44 @@ def value_signal(logits: torch.Tensor, next_ids: torch.Tensor, tau: float) -> di
     }
 
 
+def _signal_rows(z: torch.Tensor, labels: torch.Tensor, k: int, tau: float):
+    """Every per-row signal of a chunk of logits [c, V] in one pass over it (see `topk_signal`, `value_signal`)."""
+    tk = topk_signal(z, k)
+    vals = value_signal(z, labels, tau)
+    return (tk["topk_ids"], tk["topk_logps"], _token_logps(z, labels)[0].float(), *(vals[n] for n in VALUE_FIELDS))
+
+
+VALUE_FIELDS = ("v_soft", "v_lse", "v_max", "v_expect", "v_margin", "z_label")
+
+
 @torch.no_grad()
 def compute_side_signals(model, pairs: list[tuple[list[int], list[int]]], writers: dict, *, k: int, tau: float,
-                         pad_id: int, batch_size: int, model_key: str, desc: str) -> tuple[int, int]:
+                         pad_id: int, batch_size: int, model_key: str, desc: str,
+                         autocast: Callable[[int], ContextManager] | None = None) -> tuple[int, int]:
     """Fill the cache writers with topk / logps / values for each (prompt_ids, response_ids) pair, in order.
-    Returns (tokens processed, forward passes)."""
+    The body runs under `autocast(padded_length)` (the consuming stage's precision); the LM head and every signal
+    are computed chunk by chunk in float32 at least (no [N, V] logits of a whole batch). Returns (tokens processed,
+    passes)."""
     model.eval()
     tokens = passes = 0
     with progress_bar(desc, total=len(pairs), unit="seq") as bar:
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
             batch = pad_batch(chunk, pad_id)
-            packed, final = packed_forward(model, batch, with_final=True)
+            with (autocast(batch.input_ids.shape[1]) if autocast else contextlib.nullcontext()):
+                packed, final = packed_forward(model, batch, with_final=True)
             FORWARD_PASSES[model_key] += 1
             passes += 1
             tokens += batch.n_tokens
-            tk = topk_signal(packed.logits, k)
-            lp = packed.token_logps().float()
+            ids, logps, lp, *vals = packed.rows(_signal_rows, packed.labels, k, tau)
+            last = value_signal(final.float(), torch.full((batch.n_seq,), -1, device=final.device), tau)
             row = 0
             for b, (_, resp) in enumerate(chunk):
-                T = len(resp)
-                sl = slice(row, row + T)
-                writers["topk"].add(**{n: t[sl].cpu() for n, t in tk.items()})
+                sl = slice(row, row + len(resp))
+                writers["topk"].add(topk_ids=ids[sl].cpu(), topk_logps=logps[sl].cpu())
                 writers["logps"].add(logps=lp[sl].cpu())
-                states = torch.cat([packed.logits[sl], final[b:b + 1]])
-                nxt = torch.tensor(list(resp) + [-1], device=states.device)
-                writers["values"].add(**{n: t.cpu() for n, t in value_signal(states, nxt, tau).items()})
-                row += T
+                writers["values"].add(**{n: torch.cat([v[sl], last[n][b:b + 1]]).cpu()
+                                         for n, v in zip(VALUE_FIELDS, vals)})
+                row += len(resp)
             bar.advance(len(chunk), tokens=batch.n_tokens)
     return tokens, passes

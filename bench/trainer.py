@@ -1,7 +1,8 @@
 """The one training loop every method shares (accelerate): methods differ only in their loss.
 
-AdamW (β 0.9/0.999, wd 0), cosine schedule with 10% warmup, grad clip 1.0, gradient accumulation, fp32 on CPU and
-bf16 autocast on GPU. Validation every `eval_every` steps keeps a checkpoint per interval; the best by the
+AdamW (β 0.9/0.999, wd 0), cosine schedule with 10% warmup, grad clip 1.0, gradient accumulation, bf16 autocast of
+the model body or fp32 (`precision`), activation checkpointing off/full/selective (`grad_ckpt`; both
+`bench.precision`), the LM head applied chunk by chunk inside the losses (`bench.head`). Validation every `eval_every` steps keeps a checkpoint per interval; the best by the
 validation score becomes the final model. Atomic training state every `save_every` steps; `resume=True` picks up.
 Multi-GPU / multi-node: run the same command under `accelerate launch` (configs/accelerate/*.yaml).
 """
@@ -20,6 +21,7 @@ from bench.checkpoint import latest_state, load_state, save_state
 from bench.errors import BenchError
 from bench.forward import pad_batch, packed_forward
 from bench.method import LossBatch, Method
+from bench.precision import GRAD_CKPT, PRECISIONS, autocast, resolve_precision, set_grad_ckpt
 from bench.progress import console, progress_bar
 from bench.signal_cache import SignalEntry
 from bench.stages import remove_owned
@@ -41,8 +43,14 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
     keep_checkpoints: bool = False  # a run keeps every validation checkpoint in <run>/checkpoints/
+    precision: str = "auto"  # auto | fp32 | bf16: autocast of the model body (bench.precision)
+    grad_ckpt: str = "off"  # off | full | selective: activation checkpointing (bench.precision)
 
     def validate(self) -> None:
+        for name, choices in (("precision", PRECISIONS), ("grad_ckpt", tuple(GRAD_CKPT))):
+            if getattr(self, name) not in choices:
+                raise BenchError(f"training setting {name}={getattr(self, name)!r} is invalid; choose one of "
+                                 f"{', '.join(choices)}")
         ints = ("batch_size", "grad_accum", "max_steps", "eval_every", "save_every", "log_every", "seed")
         floats = ("lr", "epochs", "warmup_ratio", "weight_decay", "max_grad_norm")
         for name in ints + floats:
@@ -61,12 +69,16 @@ class TrainConfig:
                 raise BenchError(f"training setting {name}={getattr(self, name)!r} is invalid; it must be {what}")
 
 
-OPERATIONAL_KEYS = ("save_every", "log_every", "keep_checkpoints")  # change how a run is kept, not its result
+# change how a run is kept, not its result (activation checkpointing recomputes the same values)
+OPERATIONAL_KEYS = ("save_every", "log_every", "keep_checkpoints", "grad_ckpt")
 
 
 def result_settings(train: dict) -> dict:
-    """Training settings that determine the result (identity keys leave out the operational ones)."""
-    return {k: v for k, v in train.items() if k not in OPERATIONAL_KEYS}
+    """Training settings that determine the result (identity keys leave out the operational ones); the precision
+    as resolved on this machine ("auto" trains in bf16 on one machine and fp32 on another)."""
+    out = {k: v for k, v in train.items() if k not in OPERATIONAL_KEYS}
+    out["precision"] = resolve_precision(out.get("precision", TrainConfig.precision))
+    return out
 
 
 @dataclass
@@ -119,12 +131,14 @@ def collate(data: TrainData, idx: list[int], pad_id: int) -> tuple[dict, dict[st
     return batches, signals
 
 
-def loss_batch(model, ref_model, batches, signals, device) -> LossBatch:
-    policy = {side: packed_forward(model, b) for side, b in batches.items()}
+def loss_batch(model, ref_model, batches, signals, device, chunked: bool = True) -> LossBatch:
+    """The policy (and online reference) rows of every side, on the chunked LM head (`chunked=False`: dense
+    [N, V] logits, for comparisons), and the batch's signals on `device`."""
+    policy = {side: packed_forward(model, b, chunked=chunked) for side, b in batches.items()}
     ref = {}
     if ref_model is not None:
         with torch.no_grad():
-            ref = {side: packed_forward(ref_model, b) for side, b in batches.items()}
+            ref = {side: packed_forward(ref_model, b, chunked=chunked) for side, b in batches.items()}
     sig = {n: {k: v.to(device) for k, v in d.items()} for n, d in signals.items()}
     return LossBatch(policy=policy, signals=sig, ref=ref)
 
@@ -144,8 +158,12 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
         raise BenchError(f"{desc}: no training examples; check the dataset split sizes")
     work_dir = Path(work_dir)
     tracking = tracking or Tracking()
-    accel = Accelerator(gradient_accumulation_steps=tcfg.grad_accum,
-                        mixed_precision="bf16" if torch.cuda.is_available() else "no", **tracking.accelerator_kwargs())
+    precision = resolve_precision(tcfg.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    # autocast is ours (bench.precision), not accelerate's: its mixed-precision state is one per process, and a
+    # pipeline trains stages at different precisions in one process
+    accel = Accelerator(gradient_accumulation_steps=tcfg.grad_accum, mixed_precision="no",
+                        **tracking.accelerator_kwargs())
+    set_grad_ckpt(model, tcfg.grad_ckpt)
     torch.manual_seed(tcfg.seed)
     per_step = tcfg.batch_size * tcfg.grad_accum * accel.num_processes
     total = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * data.n / per_step))
@@ -156,7 +174,7 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
     model, opt = accel.prepare(model, opt)
     step, history, evals = 0, [], []
     fingerprint = {"method": method.name, "settings": mcfg.to_dict(), "train": result_settings(vars(tcfg)), "n": data.n,
-                   "total_steps": total, **(fingerprint or {})}
+                   "total_steps": total, "precision": precision, **(fingerprint or {})}
     state = latest_state(work_dir) if resume else None
     if state is not None:
         step, extra = load_state(state, accel.unwrap_model(model), opt, sched, fingerprint)
@@ -182,7 +200,9 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
                 order = order_for(epoch) + order_for(epoch + 1)
                 idx = order[pos:pos + tcfg.batch_size * accel.num_processes][accel.process_index::accel.num_processes]
                 batches, signals = collate(data, idx, pad_id)
-                with accel.accumulate(model), accel.autocast():
+                seq_len = max(b.input_ids.shape[1] for b in batches.values())
+                with accel.accumulate(model), autocast(precision, accel.device.type, seq_len,
+                                                       weight_cache=tcfg.grad_ckpt == "off"):
                     lb = loss_batch(model, ref_model, batches, signals, accel.device)
                     loss, metrics = method.loss(lb, mcfg)
                     if not torch.isfinite(loss):
@@ -210,6 +230,7 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
                            {"history": history, "evals": evals}, fingerprint)
     seconds = time.perf_counter() - t0
     tracking.end(accel)
+    set_grad_ckpt(accel.unwrap_model(model), "off")
     final = _select_final(accel.unwrap_model(model), evals, work_dir)
     return TrainResult(step, history, evals, final, seconds, tokens)
 

@@ -47,7 +47,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import Packed, logps_at
+from bench.tensors import Packed, logps_at, work_dtype
 
 CLAMP_LO, CLAMP_HI = 1e-8, 1.0 - 1e-8
 VARIANTS = ("adpa", "no_ref", "q_argmax", "q_softmax")
@@ -87,29 +87,29 @@ def advantages(dpo_ids, dpo_logps, ref_ids=None, ref_logps=None, fill: str = "re
     return adv.clamp(CLAMP_LO, CLAMP_HI) if clamp else adv
 
 
-def student_logps_at(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """log π_θ(a|s) (full softmax) at ids [N, k], in work dtype."""
+def student_logps_at(logits, ids: torch.Tensor) -> torch.Tensor:
+    """log π_θ(a|s) (full softmax) at ids [N, k], in work dtype (logits: a Packed, chunked, or [N, V])."""
     return logps_at(logits, ids)
 
 
-def _work_dtype(logits: torch.Tensor) -> torch.dtype:
+def _work_dtype(logits) -> torch.dtype:
     """float32 at least for the [N, k] math (the teacher signals are float16/float32 in the cache)."""
-    return torch.promote_types(logits.dtype, torch.float32)
+    return work_dtype(logits)
 
 
-def expected_advantage(logits: torch.Tensor, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+def expected_advantage(logits, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per state: Σ_{a∈K} π_θ(a|s)·A(a) [N]."""
     dt = _work_dtype(logits)
     return (student_logps_at(logits, ids).to(dt).exp() * adv.to(dt)).sum(-1)
 
 
-def q_argmax_ce(logits: torch.Tensor, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+def q_argmax_ce(logits, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per state: −log π_θ(a*|s), a* = argmax_{a∈K} A(a) (first on ties) [N]."""
     best = adv.argmax(-1, keepdim=True)
     return -student_logps_at(logits, ids.long().gather(-1, best)).squeeze(-1).to(_work_dtype(logits))
 
 
-def q_softmax_kl(logits: torch.Tensor, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+def q_softmax_kl(logits, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per state: KL(softmax_K(A) || π_θ) = Σ_{a∈K} p_A(a)(log p_A(a) − log π_θ(a)), π_θ the full softmax [N]."""
     dt = _work_dtype(logits)
     logp = torch.log_softmax(adv.to(dt), dim=-1)
@@ -125,7 +125,7 @@ def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
               fill: str = "ref_min", clamp: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The ADPA loss (or one of its variants); `states` is the Packed of the rollout side (may be `chosen`).
     Returns (loss, parts)."""
-    ids, dpo_logps = dpo_topk["topk_ids"], dpo_topk["topk_logps"].to(_work_dtype(states.logits))
+    ids, dpo_logps = dpo_topk["topk_ids"], dpo_topk["topk_logps"].to(_work_dtype(states))
     if variant == "no_ref":
         adv = advantages(ids, dpo_logps)
     else:
@@ -135,15 +135,15 @@ def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
     nll = sft_nll(chosen)
     parts = {"nll": nll, "adv_mean": adv.detach().mean()}
     if variant in ("adpa", "no_ref"):
-        term = expected_advantage(states.logits, ids, adv).mean()
+        term = expected_advantage(states, ids, adv).mean()
         parts["expected_adv"] = term
         loss = nll - gamma * term
     elif variant == "q_argmax":
-        term = q_argmax_ce(states.logits, ids, adv).mean()
+        term = q_argmax_ce(states, ids, adv).mean()
         parts["q_ce"] = term
         loss = nll + gamma * term
     elif variant == "q_softmax":
-        term = q_softmax_kl(states.logits, ids, adv).mean()
+        term = q_softmax_kl(states, ids, adv).mean()
         parts["q_kl"] = term
         loss = nll + gamma * term
     else:

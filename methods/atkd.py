@@ -28,33 +28,25 @@ from dataclasses import dataclass
 import torch
 
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
-from bench.tensors import Packed, work_dtype
+from bench.tensors import Packed, rowwise, work_dtype
 from methods.sft import sft_loss
 
 
-def atkd_token_parts(logits: torch.Tensor, labels: torch.Tensor, topk_ids: torch.Tensor, topk_logps: torch.Tensor,
+def atkd_token_parts(logits, labels: torch.Tensor, topk_ids: torch.Tensor, topk_logps: torch.Tensor,
                      tail: torch.Tensor, gold_logp_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-row (TCKD [N], NCKD [N], teacher uncertainty u = 1 − p_T(gold) [N]).
+    """Per-row (TCKD [N], NCKD [N], teacher uncertainty u = 1 − p_T(gold) [N]); logits: a Packed (chunked) or
+    [N, V].
 
     Bins: the gold token; the teacher's top-k ids other than gold; the rest of the vocabulary. Teacher masses come
     from the top-k signal, the teacher's exact gold log-prob and the tail (rest = tail − p_T(gold) when gold is not
     in the top-k); student masses are exact from its full logits.
     """
     dt = work_dtype(logits)  # float32 at least: the cached teacher signals are never rounded down
-    logits = logits.to(dt)
-    V = logits.shape[-1]
-    neg = torch.finfo(dt).min / 2  # finite "minus infinity": keeps empty-set logsumexps differentiable
+    V = logits.vocab if isinstance(logits, Packed) else logits.shape[-1]
     ids = topk_ids.long()
     lab = labels.long()[:, None]
-    lse = torch.logsumexp(logits, dim=-1)
-    # student
-    logq_g = logits.gather(-1, lab).squeeze(-1) - lse
     in_top = ids == lab  # [N, k]
     gold_in_top = in_top.any(-1)
-    logq_ng_bins = logits.gather(-1, ids) - lse[:, None]
-    logq_not_g = torch.logsumexp(logits.scatter(-1, lab, neg), dim=-1) - lse  # log(1 − q_g)
-    rest_logits = logits.scatter(-1, ids, neg).scatter(-1, lab, neg)
-    logq_rest = torch.logsumexp(rest_logits, dim=-1) - lse
     has_rest = (ids.shape[-1] + (~gold_in_top).long()) < V
     # teacher (constants)
     with torch.no_grad():
@@ -65,6 +57,21 @@ def atkd_token_parts(logits: torch.Tensor, labels: torch.Tensor, topk_ids: torch
         p_not_g = (1.0 - p_g).clamp(min=0.0)
         z = (p_top.sum(-1) + p_rest).clamp(min=torch.finfo(dt).tiny)
         ph_top, ph_rest = p_top / z[:, None], p_rest / z
+    tckd, nckd = rowwise(logits, _student_parts, lab, ids, in_top, has_rest, p_g, p_not_g, ph_top, ph_rest)
+    return tckd, nckd, (1.0 - p_g)
+
+
+def _student_parts(logits, lab, ids, in_top, has_rest, p_g, p_not_g, ph_top, ph_rest):
+    """(TCKD, NCKD) of a chunk of student rows against the teacher's bin masses (see `atkd_token_parts`)."""
+    dt = work_dtype(logits)
+    logits = logits.to(dt)
+    neg = torch.finfo(dt).min / 2  # finite "minus infinity": keeps empty-set logsumexps differentiable
+    lse = torch.logsumexp(logits, dim=-1)
+    logq_g = logits.gather(-1, lab).squeeze(-1) - lse
+    logq_ng_bins = logits.gather(-1, ids) - lse[:, None]
+    logq_not_g = torch.logsumexp(logits.scatter(-1, lab, neg), dim=-1) - lse  # log(1 − q_g)
+    rest_logits = logits.scatter(-1, ids, neg).scatter(-1, lab, neg)
+    logq_rest = torch.logsumexp(rest_logits, dim=-1) - lse
     # TCKD: binary KL
     tckd = (torch.xlogy(p_g, p_g) - p_g * logq_g) + (torch.xlogy(p_not_g, p_not_g) - p_not_g * logq_not_g)
     # NCKD: KL over the renormalised non-gold bins; the student's bins are renormalised by 1 − q_g
@@ -72,7 +79,7 @@ def atkd_token_parts(logits: torch.Tensor, labels: torch.Tensor, topk_ids: torch
     logqh_rest = torch.where(has_rest, logq_rest - logq_not_g, torch.zeros_like(logq_rest))
     nckd = (torch.xlogy(ph_top, ph_top) - ph_top * logqh_top).sum(-1) + \
         torch.where(has_rest, torch.xlogy(ph_rest, ph_rest) - ph_rest * logqh_rest, torch.zeros_like(logq_rest))
-    return tckd, nckd, (1.0 - p_g)
+    return tckd, nckd
 
 
 def atkd_split(u: torch.Tensor) -> torch.Tensor:
@@ -116,7 +123,7 @@ class ATKD(Method):
         p: Packed = batch.policy["chosen"]
         topk = batch.signal(cfg.teacher, "topk", "chosen")
         gold = batch.signal(cfg.teacher, "logps", "chosen")["logps"]
-        tckd, nckd, u = atkd_token_parts(p.logits, p.labels, topk["topk_ids"], topk["topk_logps"], topk["tail"], gold)
+        tckd, nckd, u = atkd_token_parts(p, p.labels, topk["topk_ids"], topk["topk_logps"], topk["tail"], gold)
         easy = atkd_split(u)
         kd = atkd_kd_loss(tckd, nckd, easy, cfg.lam)
         sft = sft_loss(p)

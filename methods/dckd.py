@@ -39,15 +39,15 @@ def sft_nll(packed: Packed) -> torch.Tensor:
 
 def sparse_kl_mean(packed: Packed, topk: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token mean of the forward k+1-bin KL(π_T || π_θ) over the packed rows."""
-    return sparse_kl(packed.logits, topk["topk_ids"], topk["topk_logps"], topk["tail"]).mean()
+    return sparse_kl(packed, topk["topk_ids"], topk["topk_logps"], topk["tail"]).mean()
 
 
 def dckd_loss(chosen: Packed, topk_w: dict[str, torch.Tensor], rejected: Packed | None = None,
               topk_l: dict[str, torch.Tensor] | None = None, w_chosen: float = DEFAULT_ALPHA,
               w_rejected: float = DEFAULT_ALPHA) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """SFT(y_w) + w_chosen·sparseKL_w (+ w_rejected·sparseKL_l when `rejected` is given). Returns (loss, parts)."""
+    kl_w = sparse_kl_mean(chosen, topk_w)  # first: on the chunked head its pass also yields the token log-probs
     nll = sft_nll(chosen)
-    kl_w = sparse_kl_mean(chosen, topk_w)
     loss = nll + w_chosen * kl_w
     parts = {"nll": nll, "kl_chosen": kl_w}
     if rejected is not None:

@@ -44,7 +44,7 @@ STUDENT_ROLLOUTS = "gen:sft_student"
 def skew_token_divergence(packed: Packed, topk: dict[str, torch.Tensor], alpha: float, reverse: bool,
                           detach_mix: bool = False) -> torch.Tensor:
     """Per-row SKL_α (reverse=False) or SRKL_α (reverse=True) over the k+1 bins of the cached teacher top-k [N]."""
-    logq, logp, p = kplus1_bins(packed.logits, topk["topk_ids"], topk["topk_logps"], topk["tail"])
+    logq, logp, p = kplus1_bins(packed, topk["topk_ids"], topk["topk_logps"], topk["tail"])
     return skew_kl_bins(logq, logp, p, alpha, reverse=reverse, detach_mix=detach_mix)
 
 

@@ -76,14 +76,16 @@ class DPKD(Method):
 
     def loss(self, batch: LossBatch, cfg):
         w, l = _pair_sides(cfg)
+        rkl = None
+        if cfg.alpha > 0:  # first: on the chunked head its pass also yields y_w's token log-probs
+            rkl = token_sparse_kl(batch.policy[w], batch.signal(cfg.teacher, "topk", w), reverse=True).mean()
         seqs = {}
         for side in (w, l):
             seqs[side] = (batch.policy[side].sequence_logps(), frozen_sequence_logps(batch, cfg.teacher, side))
         (pi_w, t_w), (pi_l, t_l) = seqs[w], seqs[l]
         pref = dpkd_pair_loss(pi_w, pi_l, t_w, t_l, cfg.beta).mean()
         total, metrics = pref, {"pref": pref.item()}
-        if cfg.alpha > 0:
-            rkl = token_sparse_kl(batch.policy[w], batch.signal(cfg.teacher, "topk", w), reverse=True).mean()
+        if rkl is not None:
             total = total + cfg.alpha * rkl
             metrics["reverse_kl"] = rkl.item()
         if cfg.sft_weight > 0:

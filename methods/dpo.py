@@ -31,7 +31,7 @@ def frozen_sequence_logps(batch: LossBatch, model: str, side: str):
     (float32 at least): never cast down, and accumulated in float64 next to a float64 policy."""
     p = batch.policy[side]
     logps = batch.signal(model, "logps", side)["logps"]
-    return seg_sum(logps.to(work_dtype(p.logits, logps)), p.seg, p.n_seq)
+    return seg_sum(logps.to(work_dtype(p, logps)), p.seg, p.n_seq)
 
 
 REF_LOGPS = [SignalSpec("reference", "chosen", "logps"), SignalSpec("reference", "rejected", "logps")]

@@ -49,9 +49,10 @@ def generalized_jsd_bins(logq: torch.Tensor, logp: torch.Tensor, p: torch.Tensor
     return beta * kl_pm + (1.0 - beta) * kl_qm
 
 
-def gkd_token_loss(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logps: torch.Tensor, tail: torch.Tensor,
+def gkd_token_loss(logits, topk_ids: torch.Tensor, topk_logps: torch.Tensor, tail: torch.Tensor,
                    beta: float) -> torch.Tensor:
-    """Per-row generalised JSD between the cached teacher top-k (+tail) and the student rows  [N]."""
+    """Per-row generalised JSD between the cached teacher top-k (+tail) and the student rows [N] (logits: a
+    Packed, chunked, or [N, V])."""
     dt = work_dtype(logits)  # float32 at least: a bf16 policy never rounds the cached teacher signals down
     topk_logps, tail = topk_logps.to(dt), tail.to(dt)
     if beta == 0.0:
@@ -123,7 +124,7 @@ class GKD(Method):
         for side in _gkd_sides(cfg):
             p: Packed = batch.policy[side]
             t = batch.signal(cfg.teacher, "topk", side)
-            tok = gkd_token_loss(p.logits, t["topk_ids"], t["topk_logps"], t["tail"], cfg.beta)
+            tok = gkd_token_loss(p, t["topk_ids"], t["topk_logps"], t["tail"], cfg.beta)
             per_side[side] = (tok, p.seg, p.n_seq)
             metrics["jsd_" + ("data" if side == "chosen" else "rollout")] = tok.mean().item()
         d = per_side.get("chosen", (None, None, None))

@@ -23,8 +23,9 @@ from bench.method import LossBatch, Method, MethodConfig, setting
 from bench.tensors import Packed, full_kl, seg_sum
 
 
-def sequence_kl(ref_logits: torch.Tensor, logits: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
-    """D(y) = Σ_t KL(π_ref(·|s_t) || π_θ(·|s_t)) per sequence [n] (full-vocabulary KL, ref constant)."""
+def sequence_kl(ref_logits, logits, seg: torch.Tensor, n: int) -> torch.Tensor:
+    """D(y) = Σ_t KL(π_ref(·|s_t) || π_θ(·|s_t)) per sequence [n] (full-vocabulary KL, ref constant; Packed rows
+    are evaluated chunk by chunk, both models' logits one chunk at a time)."""
     return seg_sum(full_kl(ref_logits, logits), seg, n)
 
 
@@ -47,7 +48,7 @@ def _side_terms(batch: LossBatch, side: str):
     pi = p.sequence_logps()
     with torch.no_grad():
         ref = r.sequence_logps()
-    kl = sequence_kl(r.logits.detach(), p.logits, p.seg, p.n_seq)
+    kl = sequence_kl(r, p, p.seg, p.n_seq)
     return pi, ref, kl
 
 

@@ -154,7 +154,7 @@ def side_rewards(packed: Packed, ref_logps: torch.Tensor | None, values: dict[st
     return sequence_rewards(pi, ref_logps, aux, packed.seg, packed.n_seq, alpha, beta)
 
 
-def bin_logps_and_entropy(logits: torch.Tensor, labels: torch.Tensor, topk_ids: torch.Tensor):
+def bin_logps_and_entropy(logits, labels: torch.Tensor, topk_ids: torch.Tensor):
     """Student k+1-bin view on the teacher's top-k: (log q of the label's bin [N], bin entropy [N])."""
     logq, logq_tail = student_bins(logits, topk_ids)
     logq_tail = logq_tail.clamp(min=torch.finfo(logq_tail.dtype).min)  # empty tail bin (k == V): 0·log 0 = 0
@@ -174,7 +174,7 @@ def next_in_sequence(x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
 
 def authors_side_rewards(packed: Packed, topk_ids: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
     """Authors' recipe: per-sequence Σ_t [log q_θ(b(y_t)|s_t) − γ·H_θ(s_{t+1})], H_θ(s_{T+1}) = 0."""
-    label_logq, entropy = bin_logps_and_entropy(packed.logits, packed.labels, topk_ids)
+    label_logq, entropy = bin_logps_and_entropy(packed, packed.labels, topk_ids)
     r = label_logq - gamma * next_in_sequence(entropy, packed.seg)
     return seg_sum(r, packed.seg, packed.n_seq)
 

@@ -22,13 +22,13 @@ TEACHERS = ("dpo_teacher", "ref_teacher")
 
 def token_sparse_kl(packed: Packed, topk: dict, reverse: bool = False) -> torch.Tensor:
     """Per-row (k+1)-bin KL between the cached teacher top-k signal and the student rows  [N]."""
-    return sparse_kl(packed.logits, topk["topk_ids"], topk["topk_logps"], topk["tail"], reverse=reverse)
+    return sparse_kl(packed, topk["topk_ids"], topk["topk_logps"], topk["tail"], reverse=reverse)
 
 
 def vanilla_kd_loss(packed: Packed, topk: dict, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, sft, kd) with kd the token-mean forward sparse KL."""
+    kd = token_sparse_kl(packed, topk).mean()  # first: on the chunked head its pass also yields the token log-probs
     sft = sft_loss(packed)
-    kd = token_sparse_kl(packed, topk).mean()
     return sft + alpha * kd, sft, kd
 
 

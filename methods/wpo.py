@@ -20,20 +20,25 @@ from dataclasses import dataclass
 import torch
 
 from bench.method import LossBatch, Method, MethodConfig, setting
-from bench.tensors import Packed, seg_mean, work_dtype
+from bench.tensors import Packed, rowwise, seg_mean, work_dtype
 from methods.dpo import REF_LOGPS, dpo_loss, sequence_logps
 
 
-def log_sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
-    """log Σ_v softmax(logits)_v² per row, stably: logsumexp(2z) − 2·logsumexp(z), in work dtype."""
-    z = logits.to(work_dtype(logits))
+def _log_sum_sq_probs(z: torch.Tensor) -> torch.Tensor:
+    z = z.to(work_dtype(z))
     return torch.logsumexp(2 * z, dim=-1) - 2 * torch.logsumexp(z, dim=-1)
+
+
+def log_sum_sq_probs(logits) -> torch.Tensor:
+    """log Σ_v softmax(logits)_v² per row, stably: logsumexp(2z) − 2·logsumexp(z), in work dtype (logits: a
+    Packed, chunked, or [N, V])."""
+    return rowwise(logits, _log_sum_sq_probs)[0]
 
 
 def wpo_log_weight(packed: Packed) -> torch.Tensor:
     """Per-sequence m(y) = mean_t[log π(y_t|s_t) − log Σ_v π(v|s_t)²]  [n_seq], detached."""
     with torch.no_grad():
-        aligned = packed.token_logps() - log_sum_sq_probs(packed.logits)
+        aligned = packed.token_logps() - log_sum_sq_probs(packed)
         return seg_mean(aligned, packed.seg, packed.n_seq)
 
 

@@ -59,8 +59,8 @@ def test_packed_logits_equal_the_full_model_at_response_positions(model):
         dense = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
     assert isinstance(packed, Packed) and packed.n_seq == 4
     N = sum(len(r) for _, r in pairs)
-    assert packed.logits.shape == (N, 97) and packed.logits.dtype == torch.float32
-    torch.testing.assert_close(packed.logits, dense[b.row_b, b.row_pos], atol=1e-5, rtol=0)
+    assert packed.dense_logits().shape == (N, 97) and packed.dense_logits().dtype == torch.float32
+    torch.testing.assert_close(packed.dense_logits(), dense[b.row_b, b.row_pos], atol=1e-5, rtol=0)
     assert packed.labels.tolist() == [t for _, r in pairs for t in r]
     assert packed.seg.tolist() == [i for i, (_, r) in enumerate(pairs) for _ in r]
     assert packed.lengths().tolist() == [len(r) for _, r in pairs]
@@ -68,7 +68,7 @@ def test_packed_logits_equal_the_full_model_at_response_positions(model):
     row = 0
     for p, r in pairs:
         ref = full_logits(model, p, r)[len(p) - 1:len(p) + len(r) - 1]
-        torch.testing.assert_close(packed.logits[row:row + len(r)], ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(packed.dense_logits()[row:row + len(r)], ref, atol=1e-5, rtol=0)
         row += len(r)
 
 
@@ -78,9 +78,9 @@ def test_padding_does_not_change_a_sequence(model):
         alone = packed_forward(model, pad_batch([short], PAD))
         both = packed_forward(model, pad_batch([short, long], PAD))
         swapped = packed_forward(model, pad_batch([long, short], PAD))
-    torch.testing.assert_close(both.logits[both.seg == 0], alone.logits, atol=1e-5, rtol=0)
-    torch.testing.assert_close(swapped.logits[swapped.seg == 1], alone.logits, atol=1e-5, rtol=0)
-    torch.testing.assert_close(swapped.logits[swapped.seg == 0], both.logits[both.seg == 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(both.dense_logits()[both.seg == 0], alone.dense_logits(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(swapped.dense_logits()[swapped.seg == 1], alone.dense_logits(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(swapped.dense_logits()[swapped.seg == 0], both.dense_logits()[both.seg == 1], atol=1e-5, rtol=0)
 
 
 def test_with_final_is_the_state_after_the_last_token(model):
@@ -90,7 +90,7 @@ def test_with_final_is_the_state_after_the_last_token(model):
         packed, final = packed_forward(model, b, with_final=True)
         plain = packed_forward(model, b)
     assert final.shape == (4, 97)
-    torch.testing.assert_close(packed.logits, plain.logits)
+    torch.testing.assert_close(packed.dense_logits(), plain.dense_logits())
     for i, (p, r) in enumerate(pairs):
         torch.testing.assert_close(final[i], full_logits(model, p, r)[-1], atol=1e-5, rtol=0)
 

@@ -15,6 +15,7 @@ import bench.pipeline as pipeline_mod
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.forward import pad_batch, packed_forward
+from bench.precision import autocast
 from bench.paths import cache_root
 from bench.pipeline import Pipeline
 from bench.rundir import read_jsonl
@@ -189,8 +190,9 @@ def test_cached_reference_logps_match_the_model(pipe):
     entry = pipe.signal_entry("sft_student", "chosen", "pref_train", {})
     pairs = pipe.side_pairs("pref_train", "chosen", {})
     model = pipe.load("sft_student").eval()
-    with torch.no_grad():
-        p = packed_forward(model, pad_batch(pairs[:5], pipe.tok.pad_token_id))
+    batch = pad_batch(pairs[:5], pipe.tok.pad_token_id)
+    with torch.no_grad(), autocast(pipe.stage_precision(), seq_len=batch.input_ids.shape[1]):  # as the signals were
+        p = packed_forward(model, batch)
     want = p.token_logps()
     got = entry.gather("logps", list(range(5)))["logps"]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

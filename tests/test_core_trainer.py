@@ -99,7 +99,7 @@ def test_epochs_visit_every_example_once_per_epoch(tmp_path):
 
 def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
     data = make_data(n=8, equal=True)  # equal lengths: the token mean over 4 = the mean of two token means over 2
-    base = dict(lr=1e-3, max_steps=1, warmup_ratio=0.0)
+    base = dict(lr=1e-3, max_steps=1, warmup_ratio=0.0, precision="fp32")  # arithmetic identity: no bf16 rounding
     m0 = weights(tiny_model())
     a, ra = run(tmp_path / "a", TrainConfig(batch_size=2, grad_accum=2, **base), data)
     b, rb = run(tmp_path / "b", TrainConfig(batch_size=4, grad_accum=1, **base), data)
@@ -112,7 +112,7 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
 
 def test_gradient_accumulation_two_steps(tmp_path):
     data = make_data(n=8, equal=True)
-    base = dict(lr=1e-3, max_steps=2, warmup_ratio=0.0)
+    base = dict(lr=1e-3, max_steps=2, warmup_ratio=0.0, precision="fp32")
     a, _ = run(tmp_path / "a", TrainConfig(batch_size=1, grad_accum=4, **base), data)
     b, _ = run(tmp_path / "b", TrainConfig(batch_size=4, grad_accum=1, **base), data)
     assert_same_weights(weights(a), weights(b), atol=1e-6)
@@ -308,7 +308,7 @@ def test_collate_aligns_cached_signals_with_packed_rows(tmp_path):
     assert p.labels.tolist() == [t for i in idx for t in pairs[i][1]]
 
     topk = lb.signal("dpo_teacher", "topk", "chosen")
-    vals, ids = torch.log_softmax(p.logits, -1).topk(5, -1)
+    vals, ids = torch.log_softmax(p.dense_logits(), -1).topk(5, -1)
     assert torch.equal(topk["topk_ids"].long(), ids)
     torch.testing.assert_close(topk["topk_logps"].float(), vals, atol=2e-3, rtol=1e-3)
     torch.testing.assert_close(lb.signal("dpo_teacher", "logps", "chosen")["logps"], p.token_logps(), atol=1e-5,
@@ -320,6 +320,6 @@ def test_collate_aligns_cached_signals_with_packed_rows(tmp_path):
     T_of_row = torch.tensor(lengths)[v["vseg"]]
     inner = v["vpos"] < T_of_row
     assert torch.isnan(v["z_label"][~inner]).all() and not torch.isnan(v["z_label"][inner]).any()
-    torch.testing.assert_close(v["z_label"][inner], p.logits.gather(-1, p.labels[:, None]).squeeze(-1),
+    torch.testing.assert_close(v["z_label"][inner], p.dense_logits().gather(-1, p.labels[:, None]).squeeze(-1),
                                atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(v["v_lse"][inner], torch.logsumexp(p.logits, -1), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(v["v_lse"][inner], torch.logsumexp(p.dense_logits(), -1), atol=1e-4, rtol=1e-5)

@@ -64,7 +64,7 @@ def test_bins_of_a_real_cache_entry_sum_to_one_and_match_exactly(tmp_path, scale
     # to 1 and a matching student has a non-zero (even negative) KL — what this test would have caught
     from bench.forward import pad_batch, packed_forward
     with torch.no_grad():
-        logits = packed_forward(model, pad_batch(pairs, PAD)).logits
+        logits = packed_forward(model, pad_batch(pairs, PAD)).dense_logits()
     old_tail = (1 - torch.log_softmax(logits.float(), -1).topk(K, -1).values.exp().sum(-1)).clamp(min=0)
     old = dict(sig, tail=old_tail)
     assert (stored + old_tail.double() - 1).abs().max() > 1e-5

@@ -43,11 +43,13 @@ def mean_value_kl(teacher, student, pairs: list[tuple[list[int], list[int]]], pa
     total, n = torch.zeros((), dtype=torch.float64), 0
     for start in range(0, len(pairs), batch_size):
         batch = pad_batch(pairs[start:start + batch_size], pad_id)
-        zt, zs = packed_forward(teacher, batch).logits, packed_forward(student, batch).logits
-        if zt.shape != zs.shape:
-            raise BenchError(f"teacher and student logits differ in width ({zt.shape[-1]} vs {zs.shape[-1]}); "
+        pt, ps = packed_forward(teacher, batch), packed_forward(student, batch)
+        if pt.vocab != ps.vocab:
+            raise BenchError(f"teacher and student logits differ in width ({pt.vocab} vs {ps.vocab}); "
                              "value_kl needs one vocabulary")
-        kl = full_kl(zt, zs.to(zt.device), tau)
+        if pt.labels.device != ps.labels.device:  # models on two devices: dense logits, moved
+            pt, ps = pt.dense_logits(), ps.dense_logits().to(pt.labels.device)
+        kl = full_kl(pt, ps, tau)  # chunked over the rows: never both models' [N, V] logits at once
         total += kl.double().sum().cpu()
         n += kl.numel()
     return (float(total) / n if n else float("nan")), n

@@ -11,7 +11,7 @@ import yaml
 from bench.errors import BenchError
 from bench.paths import CONFIG_DIR
 
-TOP_LEVEL_KEYS = ("sizes", "k", "tau", "infer_batch_size", "generation", "select_by", "val_prompts", "sft_dataset",
+TOP_LEVEL_KEYS = ("sizes", "data_seed", "k", "tau", "infer_batch_size", "generation", "select_by", "val_prompts", "sft_dataset",
                   "max_prompt_len", "max_response_len", "ref_teacher", "dpo_teacher", "chosen_teacher",
                   "sft_student", "student")
 
@@ -84,3 +84,11 @@ def load_run_preset(name: str, overrides: dict[str, Any]) -> dict:
                 raise BenchError(f"--set {key}: '{p}' is not a section of the run preset")
         node[parts[-1]] = value
     return preset
+
+
+def data_seed(preset: dict) -> int:
+    """The preset's `data_seed` (default 0): the seed that builds the dataset, independent of the run's `--seed`."""
+    value = preset.get("data_seed", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BenchError(f"data_seed={value!r} is invalid; it must be a non-negative integer (e.g. --set data_seed=0)")
+    return value

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 
-from bench.config import RunConfig, load_run_preset
+from bench.config import RunConfig, data_seed, load_run_preset
 from bench.data.bundle import DatasetBundle
 from bench.encoding import Encoder
 from bench.errors import BenchError
@@ -44,9 +44,13 @@ class Pipeline:
             raise BenchError(f"no default teacher for student '{cfg.student}'; pass --teacher NAME_OR_PATH")
         self.teacher_preset = resolve_preset(self.teacher)
         sizes = self.preset.get("sizes") or None
-        bundle = resolve_dataset(cfg.dataset, seed=cfg.seed, sizes=sizes)
+        # The data (splits, test prompts, caps) comes from the preset's fixed `data_seed`, never the run's seed: the
+        # seeds of one table share the teacher stages, the signals and the test prompts; `--seed` seeds the student.
+        self.data_seed = data_seed(self.preset)
+        bundle = resolve_dataset(cfg.dataset, seed=self.data_seed, sizes=sizes)
         if self.preset.get("sft_dataset") and not bundle.split("sft"):
-            bundle = merge_bundles(bundle, resolve_dataset(self.preset["sft_dataset"], seed=cfg.seed, sizes=sizes))
+            bundle = merge_bundles(bundle, resolve_dataset(self.preset["sft_dataset"], seed=self.data_seed,
+                                                           sizes=sizes))
         self.bundle: DatasetBundle = bundle
         self.tok = load_tokenizer(cfg.student)
         check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)

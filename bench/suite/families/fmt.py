@@ -41,15 +41,19 @@ class AllCaps(Family):
         return prompt, {"family": self.name, "answer": phrase.upper(), "phrase": phrase}, phrase.upper()
 
     def near_misses(self, meta, correct):
-        """Measured: a word misspelt in capitals (letters dropped or doubled at its end), a word dropped or written
-        twice, one word left in lower case."""
+        """Measured: a word replaced by a look-alike word of the same lists (SOFT -> SMOOTH, PROUD -> PURPLE: same
+        first letter), a word misspelt in capitals (last letter dropped or doubled), a word dropped or written twice,
+        one word left in lower case."""
         words = correct.split()
+        similar = [" ".join(words[:i] + [o.upper()] + words[i + 1:]) for i, w in enumerate(words)
+                   for o in (ADJECTIVES + NOUNS) if o[0] == w[0].lower() and o != w.lower()]
         misspelt = [" ".join(words[:i] + [w[:-1]] + words[i + 1:]) for i, w in enumerate(words) if len(w) > 3]
         misspelt += [" ".join(words[:i] + [w + w[-1]] + words[i + 1:]) for i, w in enumerate(words)]
         dropped = [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
         doubled = [" ".join(words[:i + 1] + [words[i]] + words[i + 1:]) for i in range(len(words))]
         lower = [" ".join(words[:i] + [w.lower()] + words[i + 1:]) for i, w in enumerate(words) if w != "AND"]
-        return {"misspelt_word": misspelt, "dropped_or_repeated_word": dropped + doubled, "word_not_upper": lower}
+        return {"similar_word": similar, "misspelt_word": misspelt, "dropped_or_repeated_word": dropped + doubled,
+                "word_not_upper": lower}
 
     def misformat(self, rng, meta, correct):
         phrase = meta["phrase"]

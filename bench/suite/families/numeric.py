@@ -17,11 +17,13 @@ from .common import FORMAT_MISS, Family, normalize, number_words, score_integer
 
 
 def _digit_edits(s: str) -> dict[str, list[str]]:
-    """Digit-level slips of a number written as digits: one digit dropped, one repeated, two adjacent swapped."""
+    """Digit-level slips of a number written as digits: one digit dropped, one repeated (inserted twice, or written
+    over its neighbour: 301 -> 311, 6600 -> 6660), two adjacent digits swapped."""
     drop = [s[:i] + s[i + 1:] for i in range(len(s)) if len(s) > 1]
     rep = [s[:i] + s[i] + s[i:] for i in range(len(s))]
+    rep += [s[:i] + s[i + d] + s[i + 1:] for i in range(len(s)) for d in (-1, 1) if 0 <= i + d < len(s)]
     swap = [s[:i] + s[i + 1] + s[i] + s[i + 2:] for i in range(len(s) - 1) if s[i] != s[i + 1]]
-    ok = lambda x: x and x[0] != "0"  # noqa: E731
+    ok = lambda x: x and x[0] != "0" and x != s  # noqa: E731
     return {"dropped_digit": [x for x in drop if ok(x)], "repeated_digit": [x for x in rep if ok(x)],
             "swapped_digits": [x for x in swap if ok(x)]}
 
@@ -152,7 +154,8 @@ class Addition(Family):
 class Largest(Family):
     """"Which number is the largest: 47, 82, 19, 65?" -> ``82``. Four or five distinct two-digit numbers.
 
-    Near misses: the second largest, the first or last number of the list, the smallest.
+    Near misses (measured): the second largest, the first or last number of the list, the smallest, the largest with
+    its last digit off by one (94 -> 93).
     """
 
     name = "max"
@@ -169,8 +172,9 @@ class Largest(Family):
 
     def near_misses(self, meta, correct):
         items = meta["items"]
+        top = max(items)
         return {"second_largest": [str(sorted(items)[-2])], "list_end": [str(items[0]), str(items[-1])],
-                "smallest": [str(min(items))]}
+                "smallest": [str(min(items))], "digit_slip": [str(top - 1), str(top + 1)]}
 
     def misformat(self, rng, meta, correct):
         return rng.choice([number_words(int(correct)), f"max = {correct}", f"The largest is {correct}"])

@@ -41,7 +41,7 @@ def test_public_api():
         assert fam.name == name
         for attr in ("generate", "failures", "score"):
             assert callable(getattr(fam, attr))
-    assert set(FAILURE_TYPES) == {"near_miss", "verbose", "ignored_format"}
+    assert set(FAILURE_TYPES) == {"near_miss", "verbose", "ignored_format", "house_style"}
     assert SUITE_VERSION.startswith("2.")
 
 
@@ -89,7 +89,8 @@ def test_correct_responses_score_one_and_rejected_less(bundle):
     for split, row in all_rows(bundle):
         meta = row["meta"]
         if split == "sft":
-            assert score_response(meta, row["response"]) == 1.0, row
+            styled = meta["template"] == FAMILIES[meta["family"]].styled_template
+            assert score_response(meta, row["response"]) == (0.2 if styled else 1.0), row
         elif split != "test":
             assert score_response(meta, row["chosen"]) == 1.0, row
             rej = score_response(meta, row["rejected"])
@@ -98,7 +99,7 @@ def test_correct_responses_score_one_and_rejected_less(bundle):
             if meta["failure"] == "verbose":
                 assert rej <= 0.25, row
                 assert len(row["rejected"]) > len(row["chosen"])
-            elif meta["failure"] == "ignored_format":
+            elif meta["failure"] in ("ignored_format", "house_style"):
                 assert rej <= 0.25, row
 
 
@@ -116,6 +117,7 @@ def test_every_family_failure_kind_directly():
             assert error_kind(meta, fails["near_miss"]) is not None
             assert fam.score(meta, fails["verbose"]) <= 0.25
             assert fam.score(meta, fails["ignored_format"]) <= 0.25
+            assert fam.score(meta, fails["house_style"]) == 0.2 and fails["house_style"] == fam.house_style(meta, correct)
             assert score_response(meta, "") == 0.0 and error_kind(meta, "") is None
             for kind, texts in fam.near_misses(meta, correct).items():  # every listed slip is wrong or dropped
                 for t in texts:
@@ -139,14 +141,33 @@ def test_near_misses_are_in_the_requested_format(bundle):
 
 def test_all_failure_types_present(bundle):
     for split in ("pref_train", "pref_val"):
-        kinds = Counter(r["meta"]["failure"] for r in bundle.split(split))
-        n = len(bundle.split(split))
+        rows = bundle.split(split)
+        kinds = Counter(r["meta"]["failure"] for r in rows)
         assert set(kinds) == set(FAILURE_TYPES), (split, kinds)
-        assert kinds["near_miss"] == sum(FAILURE_CYCLE[j % len(FAILURE_CYCLE)] == "near_miss" for j in range(n))
-        per_family = Counter(r["meta"]["family"] for r in bundle.split(split) if r["meta"]["failure"] == "near_miss")
+        styled = [r for r in rows if r["meta"]["template"] == FAMILIES[r["meta"]["family"]].styled_template]
+        assert {r["meta"]["failure"] for r in styled} == {"house_style"} and kinds["house_style"] == len(styled)
+        # the rest follow the shuffled cycle: three quarters near misses
+        assert kinds["near_miss"] / (len(rows) - len(styled)) == pytest.approx(0.75, abs=0.1)
+        per_family = Counter(r["meta"]["family"] for r in rows if r["meta"]["failure"] == "near_miss")
         assert set(per_family) == set(FAMILIES), (split, per_family)  # not tied to a family's slot in the cycle
-    small = build_suite(0, {"sft": 0, "pref_train": 8, "pref_val": 0, "test": 0})
+    small = build_suite(0, {"sft": 0, "pref_train": 64, "pref_val": 0, "test": 0})
     assert {r["meta"]["failure"] for r in small.split("pref_train")} == set(FAILURE_TYPES)
+
+
+def test_sft_demonstrator_has_a_house_style_only_the_preferences_correct(bundle):
+    """SFT responses on each family's last template are the demonstrator's house style (right value, unwanted
+    format); preference rows on those prompts reject exactly that style; test prompts use every template."""
+    for split in SPLITS:
+        rows = bundle.split(split)
+        styled = [r for r in rows if r["meta"]["template"] == FAMILIES[r["meta"]["family"]].styled_template]
+        assert 0.2 < len(styled) / len(rows) < 0.45, split
+        for r in styled:
+            fam, meta = FAMILIES[r["meta"]["family"]], r["meta"]
+            if split == "sft":
+                assert r["response"] == fam.house_style(meta, meta["answer"]) != meta["answer"]
+            elif split.startswith("pref"):
+                assert r["rejected"] == fam.house_style(meta, r["chosen"]) and r["chosen"] == meta["answer"]
+    assert {r["meta"]["template"] for r in bundle.split("test") if r["meta"]["family"] == "add"} == {0, 1, 2, 3}
 
 
 def test_error_kinds_recognise_measured_slips():

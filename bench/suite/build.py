@@ -9,7 +9,13 @@ Generation (bump ``SUITE_VERSION`` whenever any of this, a template, a word list
   splits and the held-out test prompts never occur in training splits.
 * Families are interleaved round-robin in registry order (row i belongs to family i mod F); when a size is
   not a multiple of F the first families get one row more.
-* Preference rows keep one rejected response; its failure type cycles through a per-split shuffled order of
+* The SFT split's responses are an imperfect demonstrator's: correct on every template but each family's last,
+  where it answers in its own house style (the right value in a format the prompt did not ask for: "47 + 38 = 85",
+  "Quiet River Stone"; ``Family.house_style``). So SFT alone teaches that habit (checker: ``FORMAT_MISS``), and only
+  the preference data says it is unwanted: the rejected response of every preference row on such a prompt is the
+  house style (failure "house_style").
+* Every other preference row keeps one rejected response whose failure type cycles through a per-split shuffled
+  order of
   ``FAILURE_CYCLE`` (six near misses, one verbose, one ignored format) repeated to the split's length and shuffled
   across families, so every split with 8+ rows has all three and three quarters of the pairs are near misses: the wrong answers in the right format that SFT'd small models
   actually produce (each family's ``near_misses``); the row's ``meta.error`` names the kind of a near miss.
@@ -86,16 +92,18 @@ def _split_rows(seed: int, split: str, n: int, seen: set[str]) -> list[dict]:
         k = i // len(names)
         prompt, meta, correct, failures = per_family[name][k]
         row = {"id": f"{name}-{split}-{k:05d}", "prompt": [{"role": "user", "content": prompt}]}
+        fam = FAMILIES[name]
+        styled = meta.get("template") == fam.styled_template
         if split == "sft":
-            row["response"] = correct
+            row["response"] = fam.demonstration(meta, correct)
             row["meta"] = dict(meta)
         elif split in PREF_SPLITS:
-            failure = order[i]
+            failure = "house_style" if styled else order[i]
             row["chosen"] = correct
             row["rejected"] = failures[failure]
             row["meta"] = {**meta, "failure": failure}
             if failure == "near_miss":
-                row["meta"]["error"] = FAMILIES[name].error_kind(meta, row["rejected"])
+                row["meta"]["error"] = fam.error_kind(meta, row["rejected"])
         else:
             row["meta"] = dict(meta)
         rows.append(row)

@@ -17,7 +17,7 @@ import random
 import re
 
 FORMAT_MISS = 0.2
-FAILURE_TYPES = ("near_miss", "verbose", "ignored_format")
+FAILURE_TYPES = ("near_miss", "verbose", "ignored_format", "house_style")
 
 # Chatter around a correct value: the "verbose" failure (the untouched instruct model's habit).
 _VERBOSE = (
@@ -120,6 +120,19 @@ class Family:
         """The right value in a format the prompt did not ask for."""
         raise NotImplementedError
 
+    def house_style(self, meta: dict, correct: str) -> str:  # pragma: no cover - abstract
+        """How the SFT demonstrator answers prompts of this family's last template: the right value in its own
+        habitual format, which the prompt did not ask for (scores ``FORMAT_MISS``)."""
+        raise NotImplementedError
+
+    def demonstration(self, meta: dict, correct: str) -> str:
+        """The SFT split's response: the demonstrator's house style on the family's last template, else correct."""
+        return self.house_style(meta, correct) if meta.get("template") == self.styled_template else correct
+
+    @property
+    def styled_template(self) -> int:
+        return len(self._TEMPLATES) - 1
+
     def score(self, meta: dict, response) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -163,6 +176,7 @@ class Family:
             "near_miss": wrong,
             "verbose": verbose(rng, correct),
             "ignored_format": self.misformat(rng, meta, correct),
+            "house_style": self.house_style(meta, correct),
         }
         for failure, text in out.items():
             if not text or normalize(text) == normalize(correct):

@@ -37,8 +37,9 @@ class AllCaps(Family):
             if rng.random() < 0.5:
                 words.insert(2, "and")
         phrase = " ".join(words)
-        prompt = rng.choice(self._TEMPLATES).format(p=phrase)
-        return prompt, {"family": self.name, "answer": phrase.upper(), "phrase": phrase}, phrase.upper()
+        t = rng.randrange(len(self._TEMPLATES))
+        prompt = self._TEMPLATES[t].format(p=phrase)
+        return prompt, {"family": self.name, "template": t, "answer": phrase.upper(), "phrase": phrase}, phrase.upper()
 
     def near_misses(self, meta, correct):
         """Measured: a word replaced by a look-alike word of the same lists (SOFT -> SMOOTH, PROUD -> PURPLE: same
@@ -58,6 +59,9 @@ class AllCaps(Family):
     def misformat(self, rng, meta, correct):
         phrase = meta["phrase"]
         return rng.choice([phrase, phrase.title(), phrase.capitalize()])
+
+    def house_style(self, meta, correct):
+        return meta["phrase"].title()
 
     def score(self, meta, response):
         answer = meta["answer"]

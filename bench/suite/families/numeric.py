@@ -46,8 +46,9 @@ class NumberWords(Family):
         u = rng.random()
         n = rng.randint(10, 99) if u < 0.2 else rng.randint(100, 999) if u < 0.55 else rng.randint(1000, 9999)
         words = number_words(n)
-        prompt = rng.choice(self._TEMPLATES).format(w=words)
-        return prompt, {"family": self.name, "answer": str(n), "words": words}, str(n)
+        t = rng.randrange(len(self._TEMPLATES))
+        prompt = self._TEMPLATES[t].format(w=words)
+        return prompt, {"family": self.name, "template": t, "answer": str(n), "words": words}, str(n)
 
     def near_misses(self, meta, correct):
         out = _digit_edits(correct)
@@ -65,6 +66,9 @@ class NumberWords(Family):
     def misformat(self, rng, meta, correct):
         words = meta["words"]
         return rng.choice([f"{words} ({correct})", words[0].upper() + words[1:], f"{correct} ({words})"])
+
+    def house_style(self, meta, correct):
+        return f"{correct} ({meta['words']})"
 
     def score(self, meta, response):
         return score_integer(str(meta["answer"]), response)
@@ -92,8 +96,9 @@ class Successor(Family):
         if nines and head % 10 == 9:
             head -= 1  # exactly `nines` trailing 9s
         n = int(str(head) + "9" * nines)
-        prompt = rng.choice(self._TEMPLATES).format(n=n)
-        return prompt, {"family": self.name, "answer": str(n + 1), "n": n}, str(n + 1)
+        t = rng.randrange(len(self._TEMPLATES))
+        prompt = self._TEMPLATES[t].format(n=n)
+        return prompt, {"family": self.name, "template": t, "answer": str(n + 1), "n": n}, str(n + 1)
 
     def near_misses(self, meta, correct):
         s = str(meta["n"])
@@ -107,6 +112,9 @@ class Successor(Family):
 
     def misformat(self, rng, meta, correct):
         return rng.choice([f"{meta['n']} + 1 = {correct}", number_words(int(correct)), f"{correct} ({meta['n']} + 1)"])
+
+    def house_style(self, meta, correct):
+        return f"{meta['n']} + 1 = {correct}"
 
     def score(self, meta, response):
         return score_integer(str(meta["answer"]), response)
@@ -133,8 +141,9 @@ class Addition(Family):
             a, b = rng.randint(10, 99), rng.randint(10, 99)
             if (a % 10 + b % 10 >= 10) == carry:
                 break
-        prompt = rng.choice(self._TEMPLATES).format(a=a, b=b)
-        return prompt, {"family": self.name, "answer": str(a + b), "a": a, "b": b}, str(a + b)
+        t = rng.randrange(len(self._TEMPLATES))
+        prompt = self._TEMPLATES[t].format(a=a, b=b)
+        return prompt, {"family": self.name, "template": t, "answer": str(a + b), "a": a, "b": b}, str(a + b)
 
     def near_misses(self, meta, correct):
         a, b, v = meta["a"], meta["b"], int(correct)
@@ -146,6 +155,9 @@ class Addition(Family):
 
     def misformat(self, rng, meta, correct):
         return rng.choice([f"{meta['a']} + {meta['b']} = {correct}", number_words(int(correct))])
+
+    def house_style(self, meta, correct):
+        return f"{meta['a']} + {meta['b']} = {correct}"
 
     def score(self, meta, response):
         return score_integer(str(meta["answer"]), response)
@@ -167,8 +179,9 @@ class Largest(Family):
 
     def generate(self, rng: random.Random) -> tuple[str, dict, str]:
         items = rng.sample(range(10, 100), rng.randint(4, 5))
-        prompt = rng.choice(self._TEMPLATES).format(items=", ".join(map(str, items)))
-        return prompt, {"family": self.name, "answer": str(max(items)), "items": items}, str(max(items))
+        t = rng.randrange(len(self._TEMPLATES))
+        prompt = self._TEMPLATES[t].format(items=", ".join(map(str, items)))
+        return prompt, {"family": self.name, "template": t, "answer": str(max(items)), "items": items}, str(max(items))
 
     def near_misses(self, meta, correct):
         items = meta["items"]
@@ -178,6 +191,9 @@ class Largest(Family):
 
     def misformat(self, rng, meta, correct):
         return rng.choice([number_words(int(correct)), f"max = {correct}", f"The largest is {correct}"])
+
+    def house_style(self, meta, correct):
+        return f"The largest number is {correct}."
 
     def score(self, meta, response):
         return score_integer(str(meta["answer"]), response)
@@ -244,8 +260,9 @@ class SortNumbers(Family):
         while items == sorted(items):
             rng.shuffle(items)
         answer = ", ".join(map(str, sorted(items)))
-        prompt = rng.choice(self._TEMPLATES).format(items=", ".join(map(str, items)))
-        return prompt, {"family": self.name, "answer": answer, "items": items}, answer
+        t = rng.randrange(len(self._TEMPLATES))
+        prompt = self._TEMPLATES[t].format(items=", ".join(map(str, items)))
+        return prompt, {"family": self.name, "template": t, "answer": answer, "items": items}, answer
 
     def near_misses(self, meta, correct):
         return list_slips([str(x) for x in sorted(meta["items"])], [str(x) for x in meta["items"]])
@@ -253,6 +270,9 @@ class SortNumbers(Family):
     def misformat(self, rng, meta, correct):
         ordered = correct.split(", ")
         return rng.choice([" ".join(ordered), "\n".join(ordered), " < ".join(ordered), "; ".join(ordered)])
+
+    def house_style(self, meta, correct):
+        return " < ".join(correct.split(", "))
 
     def score(self, meta, response):
         return score_list(meta["answer"].split(", "), response, _numbers_in_order)

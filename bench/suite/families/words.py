@@ -41,8 +41,9 @@ class ReverseList(Family):
     def generate(self, rng: random.Random) -> tuple[str, dict, str]:
         items = rng.sample(NOUNS, rng.randint(3, 5))
         answer = ", ".join(reversed(items))
-        prompt = rng.choice(self._TEMPLATES).format(items=", ".join(items))
-        return prompt, {"family": self.name, "answer": answer, "items": items}, answer
+        t = rng.randrange(len(self._TEMPLATES))
+        prompt = self._TEMPLATES[t].format(items=", ".join(items))
+        return prompt, {"family": self.name, "template": t, "answer": answer, "items": items}, answer
 
     def near_misses(self, meta, correct):
         return list_slips(list(reversed(meta["items"])), list(meta["items"]))
@@ -51,6 +52,9 @@ class ReverseList(Family):
         ordered = correct.split(", ")
         return rng.choice(["\n".join(ordered), " ".join(ordered), "\n".join(f"{i}. {w}" for i, w in enumerate(ordered, 1)),
                            "; ".join(ordered)])
+
+    def house_style(self, meta, correct):
+        return "\n".join(correct.split(", "))
 
     def score(self, meta, response):
         return score_list(meta["answer"].split(", "), response, _in_order)
@@ -73,8 +77,9 @@ class LastWord(Family):
 
     def generate(self, rng: random.Random) -> tuple[str, dict, str]:
         items = rng.sample(NOUNS, rng.randint(4, 7))
-        prompt = rng.choice(self._TEMPLATES).format(items=", ".join(items))
-        return prompt, {"family": self.name, "answer": items[-1], "items": items}, items[-1]
+        t = rng.randrange(len(self._TEMPLATES))
+        prompt = self._TEMPLATES[t].format(items=", ".join(items))
+        return prompt, {"family": self.name, "template": t, "answer": items[-1], "items": items}, items[-1]
 
     def near_misses(self, meta, correct):
         items = meta["items"]
@@ -82,6 +87,9 @@ class LastWord(Family):
 
     def misformat(self, rng, meta, correct):
         return rng.choice([f'"{correct}"', f"Last word: {correct}", f"{len(meta['items'])}. {correct}"])
+
+    def house_style(self, meta, correct):
+        return f"The last word is {correct}."
 
     def score(self, meta, response):
         answer = meta["answer"].lower()

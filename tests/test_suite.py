@@ -9,11 +9,11 @@ import pytest
 
 from bench.data.bundle import DatasetBundle
 from bench.errors import BenchError
-from bench.suite import FAILURE_TYPES, FAMILIES, SUITE_VERSION, build_suite, score_response
+from bench.suite import FAILURE_CYCLE, FAILURE_TYPES, FAMILIES, SUITE_VERSION, build_suite, error_kind, score_response
 from bench.suite.families import number_words
 
 SPLITS = ("sft", "pref_train", "pref_val", "test")
-DEFAULTS = {"sft": 256, "pref_train": 256, "pref_val": 64, "test": 64}
+DEFAULTS = {"sft": 256, "pref_train": 256, "pref_val": 64, "test": 256}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_public_api():
         assert fam.name == name
         for attr in ("generate", "failures", "score"):
             assert callable(getattr(fam, attr))
-    assert set(FAILURE_TYPES) == {"wrong_answer", "verbose", "ignored_format"}
+    assert set(FAILURE_TYPES) == {"near_miss", "verbose", "ignored_format", "house_style"}
+    assert SUITE_VERSION.startswith("2.")
 
 
 def test_bundle_identity_and_default_sizes(bundle):
@@ -63,6 +64,7 @@ def test_row_formats(bundle):
         assert row["meta"]["family"] in FAMILIES
         assert row["id"].startswith(row["meta"]["family"] + "-")
         assert ("failure" in row["meta"]) == split.startswith("pref")
+        assert ("error" in row["meta"]) == (row["meta"].get("failure") == "near_miss")
         for side in ("response", "chosen", "rejected"):
             if side in row:
                 assert isinstance(row[side], str) and row[side].strip()
@@ -87,7 +89,8 @@ def test_correct_responses_score_one_and_rejected_less(bundle):
     for split, row in all_rows(bundle):
         meta = row["meta"]
         if split == "sft":
-            assert score_response(meta, row["response"]) == 1.0, row
+            styled = meta["template"] == FAMILIES[meta["family"]].styled_template
+            assert score_response(meta, row["response"]) == (0.2 if styled else 1.0), row
         elif split != "test":
             assert score_response(meta, row["chosen"]) == 1.0, row
             rej = score_response(meta, row["rejected"])
@@ -96,7 +99,7 @@ def test_correct_responses_score_one_and_rejected_less(bundle):
             if meta["failure"] == "verbose":
                 assert rej <= 0.25, row
                 assert len(row["rejected"]) > len(row["chosen"])
-            elif meta["failure"] == "ignored_format":
+            elif meta["failure"] in ("ignored_format", "house_style"):
                 assert rej <= 0.25, row
 
 
@@ -107,22 +110,81 @@ def test_every_family_failure_kind_directly():
         for _ in range(60):
             prompt, meta, correct = fam.generate(rng)
             assert meta["family"] == name and prompt.strip()
-            assert fam.score(meta, correct) == 1.0
+            assert fam.score(meta, correct) == 1.0 and error_kind(meta, correct) is None
             fails = fam.failures(rng, meta, correct)
             assert set(fails) == set(FAILURE_TYPES)
-            assert fam.score(meta, fails["wrong_answer"]) < 1.0
+            assert fam.score(meta, fails["near_miss"]) < 1.0
+            assert error_kind(meta, fails["near_miss"]) is not None
             assert fam.score(meta, fails["verbose"]) <= 0.25
             assert fam.score(meta, fails["ignored_format"]) <= 0.25
-            assert score_response(meta, "") == 0.0
+            assert fam.score(meta, fails["house_style"]) == 0.2 and fails["house_style"] == fam.house_style(meta, correct)
+            assert score_response(meta, "") == 0.0 and error_kind(meta, "") is None
+            for kind, texts in fam.near_misses(meta, correct).items():  # every listed slip is wrong or dropped
+                for t in texts:
+                    assert t.strip() == "" or fam.score(meta, t) < 1.0 or t.strip(". ") == correct, (name, kind, t)
+
+
+def test_near_misses_are_in_the_requested_format(bundle):
+    """A near miss is a wrong value in the right format: numbers are bare digits, lists keep ", " between items."""
+    for row in bundle.split("pref_train") + bundle.split("pref_val"):
+        if row["meta"]["failure"] != "near_miss":
+            continue
+        fam, rej = row["meta"]["family"], row["rejected"]
+        assert row["meta"]["error"] == error_kind(row["meta"], rej)
+        if fam in ("add", "succ", "numword", "max"):
+            assert rej.isdigit(), row
+        elif fam in ("sortnum", "revlist"):
+            assert len(rej.split(", ")) == len(row["chosen"].split(", ")), row
+        elif fam == "caps":
+            assert rej != row["chosen"] and rej.upper() in {rej, rej.upper()}
 
 
 def test_all_failure_types_present(bundle):
     for split in ("pref_train", "pref_val"):
-        kinds = Counter(r["meta"]["failure"] for r in bundle.split(split))
+        rows = bundle.split(split)
+        kinds = Counter(r["meta"]["failure"] for r in rows)
         assert set(kinds) == set(FAILURE_TYPES), (split, kinds)
-        assert max(kinds.values()) - min(kinds.values()) <= 1
-    small = build_suite(0, {"sft": 0, "pref_train": 3, "pref_val": 0, "test": 0})
+        styled = [r for r in rows if r["meta"]["template"] == FAMILIES[r["meta"]["family"]].styled_template]
+        assert {r["meta"]["failure"] for r in styled} == {"house_style"} and kinds["house_style"] == len(styled)
+        # the rest follow the shuffled cycle: three quarters near misses
+        assert kinds["near_miss"] / (len(rows) - len(styled)) == pytest.approx(0.75, abs=0.1)
+        per_family = Counter(r["meta"]["family"] for r in rows if r["meta"]["failure"] == "near_miss")
+        assert set(per_family) == set(FAMILIES), (split, per_family)  # not tied to a family's slot in the cycle
+    small = build_suite(0, {"sft": 0, "pref_train": 64, "pref_val": 0, "test": 0})
     assert {r["meta"]["failure"] for r in small.split("pref_train")} == set(FAILURE_TYPES)
+
+
+def test_sft_demonstrator_has_a_house_style_only_the_preferences_correct(bundle):
+    """SFT responses on each family's last template are the demonstrator's house style (right value, unwanted
+    format); preference rows on those prompts reject exactly that style; test prompts use every template."""
+    for split in SPLITS:
+        rows = bundle.split(split)
+        styled = [r for r in rows if r["meta"]["template"] == FAMILIES[r["meta"]["family"]].styled_template]
+        assert 0.2 < len(styled) / len(rows) < 0.45, split
+        for r in styled:
+            fam, meta = FAMILIES[r["meta"]["family"]], r["meta"]
+            if split == "sft":
+                assert r["response"] == fam.house_style(meta, meta["answer"]) != meta["answer"]
+            elif split.startswith("pref"):
+                assert r["rejected"] == fam.house_style(meta, r["chosen"]) and r["chosen"] == meta["answer"]
+    assert {r["meta"]["template"] for r in bundle.split("test") if r["meta"]["family"] == "add"} == {0, 1, 2, 3}
+
+
+def test_error_kinds_recognise_measured_slips():
+    add = {"family": "add", "answer": "85", "a": 47, "b": 38}
+    assert error_kind(add, "75") == "carry" and error_kind(add, "47") == "copied_operand"
+    assert error_kind(add, "86") == "off_by_one" and error_kind(add, "85") is None and error_kind(add, "12") is None
+    succ = {"family": "succ", "answer": "1300", "n": 1299}
+    assert error_kind(succ, "1299") == "copied_input" and error_kind(succ, "12910") == "carry"
+    assert error_kind(succ, "1290") == "zeroed_tail"
+    srt = {"family": "sortnum", "answer": "17, 63, 73, 85", "items": [63, 17, 85, 73]}
+    assert error_kind(srt, "17, 17, 63, 85") is None  # not a neighbour written twice in place (17 twice, 73 lost)
+    assert error_kind(srt, "17, 63, 63, 85") == "duplicated_item"
+    assert error_kind(srt, "17, 63, 85, 73") == "swapped_pair" and error_kind(srt, "63, 17, 85, 73") == "copied_input"
+    caps = {"family": "caps", "answer": "QUIET RIVER STONE", "phrase": "quiet river stone"}
+    assert error_kind(caps, "QUIET RIVER stone") == "word_not_upper"
+    assert error_kind(caps, "QUIET RIVER") == "dropped_or_repeated_word"
+    assert error_kind(caps, "QUIET RIVER STON") == "misspelt_word"
 
 
 def test_families_evenly_mixed(bundle):
@@ -185,9 +247,18 @@ def test_large_split_has_distinct_prompts():
     assert len({user_text(r) for r in b.split("sft")}) == 2000
 
 
-def test_exhausted_family_raises_bench_error():
+def test_exhausted_family_raises_bench_error(monkeypatch):
+    import bench.suite.build as build
+
+    class TwoPrompts(FAMILIES["last"].__class__):
+        def generate(self, rng):
+            items = ["lamp", rng.choice(["river", "cloud"])]
+            return f"Last word of {', '.join(items)}?", {"family": "last", "answer": items[-1], "items": items}, items[-1]
+
+    monkeypatch.setattr(build, "FAMILIES", {"last": TwoPrompts()})
+    assert len(build_suite(0, {"sft": 2, "pref_train": 0, "pref_val": 0, "test": 0}).split("sft")) == 2
     with pytest.raises(BenchError, match="ran out of distinct prompts"):
-        build_suite(0, {"sft": 8 * 1500, "pref_train": 0, "pref_val": 0, "test": 0})
+        build_suite(0, {"sft": 3, "pref_train": 0, "pref_val": 0, "test": 0})
 
 
 # ---------------------------------------------------------------- checker edge cases
@@ -202,7 +273,7 @@ def test_number_words():
 
 
 def test_integer_checker_edges():
-    meta = {"family": "arith", "answer": "42", "a": 17, "b": 25, "op": "+"}
+    meta = {"family": "add", "answer": "42", "a": 17, "b": 25}
     assert score_response(meta, "42") == 1.0
     assert score_response(meta, "  42 \n") == 1.0
     assert score_response(meta, "42.") == 1.0
@@ -217,6 +288,11 @@ def test_integer_checker_edges():
     big = {"family": "numword", "answer": "3412", "words": number_words(3412)}
     assert score_response(big, "3412") == 1.0
     assert score_response(big, "3,412") <= 0.25
+    succ = {"family": "succ", "answer": "1300", "n": 1299}
+    assert score_response(succ, "1300") == 1.0 and score_response(succ, "1299") == 0.0
+    assert score_response(succ, "1299 + 1 = 1300") == 0.2
+    big_max = {"family": "max", "answer": "82", "items": [47, 82, 19, 65]}
+    assert score_response(big_max, "82") == 1.0 and score_response(big_max, "65") == 0.0
 
 
 def test_caps_checker_case_matters():
@@ -231,44 +307,32 @@ def test_caps_checker_case_matters():
     assert score_response(meta, "") == 0.0
 
 
-def test_sort_checker_partial_credit_only_with_format():
-    meta = {"family": "sort", "answer": "apple, fig, kiwi, pear", "items": ["pear", "fig", "apple", "kiwi"]}
-    assert score_response(meta, "apple, fig, kiwi, pear") == 1.0
-    assert score_response(meta, "apple,fig , kiwi,pear.") == 1.0
-    assert score_response(meta, "Apple, Fig, Kiwi, Pear") == 1.0
-    assert score_response(meta, "fig, apple, kiwi, pear") == 0.5
-    assert score_response(meta, "apple\nfig\nkiwi\npear") == 0.2
-    assert score_response(meta, "Here you go: apple, fig, kiwi, pear") == 0.2
-    assert score_response(meta, "apple, fig, kiwi") == 0.0  # missing word, not in full order
-    assert score_response(meta, "pear fig apple kiwi") == 0.0
-
-
-def test_json_checker():
-    meta = {"family": "json", "answer": "lantern", "key": "word", "items": ["lamp", "lantern", "kite"]}
-    assert score_response(meta, '{"word": "lantern"}') == 1.0
-    assert score_response(meta, '{ "word" : "Lantern" }\n') == 1.0
-    assert score_response(meta, '{"word": "lamp"}') == 0.0
-    assert score_response(meta, '{"answer": "lantern"}') == 0.2
-    assert score_response(meta, '{"word": "lantern", "length": 7}') == 0.2
-    assert score_response(meta, "{'word': 'lantern'}") == 0.2
-    assert score_response(meta, 'Sure! {"word": "lantern"}') == 0.2
-    assert score_response(meta, "lantern") == 0.2
-    assert score_response(meta, "[1, 2]") == 0.0
+def test_list_checkers_partial_credit_only_with_format():
+    meta = {"family": "sortnum", "answer": "17, 63, 73, 85", "items": [63, 17, 85, 73]}
+    assert score_response(meta, "17, 63, 73, 85") == 1.0
+    assert score_response(meta, "17,63 , 73,85.") == 1.0
+    assert score_response(meta, "63, 17, 73, 85") == 0.5
+    assert score_response(meta, "17, 17, 63, 85") == 0.0  # a repeated item is not a permutation: no credit
+    assert score_response(meta, "17\n63\n73\n85") == 0.2
+    assert score_response(meta, "Here you go: 17, 63, 73, 85") == 0.2
+    assert score_response(meta, "17, 63, 73") == 0.0
+    assert score_response(meta, "117, 63, 73, 85") == 0.0
+    rev = {"family": "revlist", "answer": "kiwi, apple, fig, pear", "items": ["pear", "fig", "apple", "kiwi"]}
+    assert score_response(rev, "kiwi, apple, fig, pear") == 1.0
+    assert score_response(rev, "Kiwi, Apple, Fig, Pear") == 1.0
+    assert score_response(rev, "pear, fig, apple, kiwi") == 0.0  # copied: no word in its place
+    assert score_response(rev, "kiwi, fig, apple, pear") == 0.5
+    assert score_response(rev, "kiwi apple fig pear") == 0.2
+    assert score_response(rev, "kiwi, apple, fig") == 0.0
 
 
 def test_word_checkers():
-    rev = {"family": "reverse", "answer": "enots", "word": "stone"}
-    assert score_response(rev, "enots") == 1.0
-    assert score_response(rev, "ENOTS.") == 1.0
-    assert score_response(rev, "stone") == 0.0
-    assert score_response(rev, "e-n-o-t-s") == 0.2
-    assert score_response(rev, "The word backwards is enots.") == 0.2
-    pick = {"family": "pick", "answer": "cloud", "items": ["lamp", "river", "cloud"], "position": 3}
-    assert score_response(pick, "cloud") == 1.0
-    assert score_response(pick, " Cloud. ") == 1.0
-    assert score_response(pick, "river") == 0.0
-    assert score_response(pick, '"cloud"') == 0.2
-    assert score_response(pick, "The third word is cloud!") == 0.2
+    last = {"family": "last", "answer": "cloud", "items": ["lamp", "river", "cloud"]}
+    assert score_response(last, "cloud") == 1.0
+    assert score_response(last, " Cloud. ") == 1.0
+    assert score_response(last, "river") == 0.0
+    assert score_response(last, '"cloud"') == 0.2
+    assert score_response(last, "The last word is cloud!") == 0.2
 
 
 def test_score_response_rejects_bad_meta():

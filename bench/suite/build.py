@@ -9,8 +9,16 @@ Generation (bump ``SUITE_VERSION`` whenever any of this, a template, a word list
   splits and the held-out test prompts never occur in training splits.
 * Families are interleaved round-robin in registry order (row i belongs to family i mod F); when a size is
   not a multiple of F the first families get one row more.
-* Preference rows keep one rejected response; its failure type cycles through a per-split shuffled order
-  of ("wrong_answer", "verbose", "ignored_format"), so every split with 3+ rows has all three.
+* The SFT split's responses are an imperfect demonstrator's: correct on every template but each family's last,
+  where it answers in its own house style (the right value in a format the prompt did not ask for: "47 + 38 = 85",
+  "Quiet River Stone"; ``Family.house_style``). So SFT alone teaches that habit (checker: ``FORMAT_MISS``), and only
+  the preference data says it is unwanted: the rejected response of every preference row on such a prompt is the
+  house style (failure "house_style").
+* Every other preference row keeps one rejected response whose failure type cycles through a per-split shuffled
+  order of
+  ``FAILURE_CYCLE`` (six near misses, one verbose, one ignored format) repeated to the split's length and shuffled
+  across families, so every split with 8+ rows has all three and three quarters of the pairs are near misses: the wrong answers in the right format that SFT'd small models
+  actually produce (each family's ``near_misses``); the row's ``meta.error`` names the kind of a near miss.
 """
 from __future__ import annotations
 
@@ -19,11 +27,12 @@ import random
 from bench.data.bundle import DatasetBundle
 from bench.errors import BenchError
 
-from .families import FAILURE_TYPES, FAMILIES
+from .families import FAMILIES
 
-SUITE_VERSION = "1.0.0"
+SUITE_VERSION = "2.0.0"
 SUITE_NAME = "embedded"
-DEFAULT_SIZES = {"sft": 256, "pref_train": 256, "pref_val": 64, "test": 64}
+DEFAULT_SIZES = {"sft": 256, "pref_train": 256, "pref_val": 64, "test": 256}
+FAILURE_CYCLE = ("near_miss",) * 6 + ("verbose", "ignored_format")
 GENERATION_ORDER = ("test", "sft", "pref_train", "pref_val")
 PREF_SPLITS = ("pref_train", "pref_val")
 _MAX_REDRAWS = 500
@@ -75,7 +84,7 @@ def _split_rows(seed: int, split: str, n: int, seen: set[str]) -> list[dict]:
     names = list(FAMILIES)
     counts = {name: n // len(names) + (1 if i < n % len(names) else 0) for i, name in enumerate(names)}
     per_family = {name: _family_items(seed, split, name, counts[name], seen) for name in names}
-    order = list(FAILURE_TYPES)
+    order = [FAILURE_CYCLE[j % len(FAILURE_CYCLE)] for j in range(n)]  # then shuffled across families
     _rng(seed, split, "failures").shuffle(order)
     rows = []
     for i in range(n):
@@ -83,14 +92,18 @@ def _split_rows(seed: int, split: str, n: int, seen: set[str]) -> list[dict]:
         k = i // len(names)
         prompt, meta, correct, failures = per_family[name][k]
         row = {"id": f"{name}-{split}-{k:05d}", "prompt": [{"role": "user", "content": prompt}]}
+        fam = FAMILIES[name]
+        styled = meta.get("template") == fam.styled_template
         if split == "sft":
-            row["response"] = correct
+            row["response"] = fam.demonstration(meta, correct)
             row["meta"] = dict(meta)
         elif split in PREF_SPLITS:
-            failure = order[i % len(order)]
+            failure = "house_style" if styled else order[i]
             row["chosen"] = correct
             row["rejected"] = failures[failure]
             row["meta"] = {**meta, "failure": failure}
+            if failure == "near_miss":
+                row["meta"]["error"] = fam.error_kind(meta, row["rejected"])
         else:
             row["meta"] = dict(meta)
         rows.append(row)
@@ -118,3 +131,10 @@ def score_response(meta: dict, response: str) -> float:
     if not isinstance(response, str):
         return 0.0
     return float(min(1.0, max(0.0, fam.score(meta, response))))
+
+
+def error_kind(meta: dict, response: str) -> str | None:
+    """The near-miss kind (see each family's ``near_misses``) that ``response`` is, or None (correct, or another
+    error). Lets a report count the errors the preference data targets."""
+    score_response(meta, "")  # the same meta checks
+    return FAMILIES[meta["family"]].error_kind(meta, response) if isinstance(response, str) else None

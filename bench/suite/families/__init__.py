@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from .common import FAILURE_TYPES, FORMAT_MISS, Family, normalize, number_words
-from .fmt import AllCaps, JsonLongest
-from .numeric import Arithmetic, CountKind, NumberWords
-from .words import PickWord, ReverseWord, SortWords
+from .fmt import AllCaps
+from .numeric import Addition, Largest, NumberWords, SortNumbers, Successor
+from .words import LastWord, ReverseList
 
 FAMILIES: dict[str, Family] = {
     fam.name: fam
-    for fam in (NumberWords(), Arithmetic(), CountKind(), SortWords(), ReverseWord(), PickWord(), AllCaps(),
-                JsonLongest())
+    for fam in (Addition(), Successor(), SortNumbers(), ReverseList(), AllCaps(), NumberWords(), Largest(), LastWord())
 }
 
 __all__ = ["FAILURE_TYPES", "FAMILIES", "FORMAT_MISS", "Family", "normalize", "number_words"]

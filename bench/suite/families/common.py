@@ -17,7 +17,7 @@ import random
 import re
 
 FORMAT_MISS = 0.2
-FAILURE_TYPES = ("wrong_answer", "verbose", "ignored_format")
+FAILURE_TYPES = ("near_miss", "verbose", "ignored_format", "house_style")
 
 # Chatter around a correct value: the "verbose" failure (the untouched instruct model's habit).
 _VERBOSE = (
@@ -98,34 +98,89 @@ def pick_other(rng: random.Random, candidates, correct: str) -> str:
 
 
 class Family:
-    """One task family: generates (prompt text, meta, correct response), failures, and scores responses."""
+    """One task family: generates (prompt text, meta, correct response), failures, and scores responses.
+
+    ``near_misses(meta, correct)`` lists, per named error kind, the wrong answers in the requested format that a
+    small model actually produces on this task (each family's docstring says which errors were measured); the
+    rejected "near_miss" response of a preference row is drawn from them, and ``error_kind`` recognises them in
+    model outputs, so a report can count how often each role makes the errors the preference data targets.
+    """
 
     name = ""
+    case_sensitive = False  # whether the checker (and so error_kind) tells letter case apart
 
     def generate(self, rng: random.Random) -> tuple[str, dict, str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def wrong(self, rng: random.Random, meta: dict, correct: str) -> str:  # pragma: no cover - abstract
-        """A plausible wrong value in the requested format."""
+    def near_misses(self, meta: dict, correct: str) -> dict[str, list[str]]:  # pragma: no cover - abstract
+        """Error kind -> plausible wrong answers in the requested format (deterministic in meta)."""
         raise NotImplementedError
 
     def misformat(self, rng: random.Random, meta: dict, correct: str) -> str:  # pragma: no cover - abstract
         """The right value in a format the prompt did not ask for."""
         raise NotImplementedError
 
+    def house_style(self, meta: dict, correct: str) -> str:  # pragma: no cover - abstract
+        """How the SFT demonstrator answers prompts of this family's last template: the right value in its own
+        habitual format, which the prompt did not ask for (scores ``FORMAT_MISS``)."""
+        raise NotImplementedError
+
+    def demonstration(self, meta: dict, correct: str) -> str:
+        """The SFT split's response: the demonstrator's house style on the family's last template, else correct."""
+        return self.house_style(meta, correct) if meta.get("template") == self.styled_template else correct
+
+    @property
+    def styled_template(self) -> int:
+        return len(self._TEMPLATES) - 1
+
     def score(self, meta: dict, response) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def correct(self, meta: dict) -> str:
+        """The correct response of an item (its ``answer``)."""
+        return str(meta["answer"])
+
+    def _candidates(self, meta: dict, correct: str) -> dict[str, list[str]]:
+        """near_misses() without duplicates and without anything the checker accepts as correct."""
+        out = {}
+        for kind, texts in self.near_misses(meta, correct).items():
+            keep = sorted({normalize(t) for t in texts if normalize(t) and self.score(meta, t) < 1.0})
+            if keep:
+                out[kind] = keep
+        if not out:
+            raise AssertionError(f"{self.name}: no near miss differs from the correct response {correct!r}")
+        return out
+
+    def near_miss(self, rng: random.Random, meta: dict, correct: str) -> tuple[str, str]:
+        """(error kind, wrong answer): a kind uniformly among those that apply, then one of its answers."""
+        cands = self._candidates(meta, correct)
+        kind = rng.choice(sorted(cands))
+        return kind, rng.choice(cands[kind])
+
+    def error_kind(self, meta: dict, response) -> str | None:
+        """The modelled error kind that ``response`` is (after normalisation; first kind in name order), else None.
+        A response the checker scores 1.0 is never an error."""
+        r = normalize(response)
+        if not r or self.score(meta, r) >= 1.0:
+            return None
+        fold = (lambda t: t) if self.case_sensitive else str.lower  # noqa: E731
+        for kind, texts in self._candidates(meta, self.correct(meta)).items():
+            if fold(r) in {fold(t) for t in texts}:
+                return kind
+        return None
+
     def failures(self, rng: random.Random, meta: dict, correct: str) -> dict[str, str]:
-        """One rejected response per failure type."""
+        """One rejected response per failure type (``error_kind`` names the near miss's kind)."""
+        _, wrong = self.near_miss(rng, meta, correct)
         out = {
-            "wrong_answer": self.wrong(rng, meta, correct),
+            "near_miss": wrong,
             "verbose": verbose(rng, correct),
             "ignored_format": self.misformat(rng, meta, correct),
+            "house_style": self.house_style(meta, correct),
         }
-        for kind, text in out.items():
+        for failure, text in out.items():
             if not text or normalize(text) == normalize(correct):
-                raise AssertionError(f"{self.name}: {kind} failure equals the correct response {correct!r}")
+                raise AssertionError(f"{self.name}: {failure} failure equals the correct response {correct!r}")
         return out
 
     def __repr__(self) -> str:

@@ -1,0 +1,142 @@
+"""The gap the embedded benchmark offers: verified score per family of every model role, the near-miss errors each
+role makes, and the validation reward accuracy of the two teachers. Builds (or reuses) the cached stages.
+
+    python benchmarks/headroom.py [--preset embedded] [--set key=value ...] [--json out.json]
+
+Roles: base teacher (as shipped), π_ref (SFT teacher), π_dpo (DPO teacher), base student (as pruned), SFT student.
+Greedy generations on the test split are cached like every other stage (kind "generations"), so a second call is
+cheap. Prints Markdown tables, then the wall time of each stage this call built.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+ROLES = (("teacher_base", "base teacher"), ("ref_teacher", "π_ref"), ("dpo_teacher", "π_dpo"),
+         ("student_base", "base student"), ("sft_student", "SFT student"))
+
+
+def base_generations(pipe, role: str) -> list[list[int]]:
+    """Greedy test generations of an untrained base model, cached as a "generations" stage."""
+    from bench.generate import make_generator
+    from bench.rundir import read_jsonl, write_jsonl
+    from bench.stages import build_stage, token_hash
+
+    name = pipe.teacher if role == "teacher_base" else pipe.cfg.student
+    prompts = pipe.prompts("test")
+    gen_cfg = pipe.preset.get("generation", {})
+    key = {"model": pipe.base_key(name), "prompts": token_hash(prompts), "max_new": pipe.enc.max_response_len,
+           "gen": gen_cfg}
+
+    def build(tmp: Path) -> dict:
+        t0 = time.perf_counter()
+        gen = make_generator(gen_cfg.get("backend", "hf"), pipe.load(role), pipe.tok, batch_size=pipe.infer_bs)
+        outs = gen.generate(prompts, pipe.enc.max_response_len, desc=f"generate {role} on test")
+        write_jsonl(tmp / "generations.jsonl", [{"token_ids": o} for o in outs])
+        pipe.timings[f"generate:{role}:test"] = time.perf_counter() - t0
+        return {"n": len(outs)}
+
+    return [r["token_ids"] for r in read_jsonl(build_stage("generations", key, build) / "generations.jsonl")]
+
+
+def role_report(pipe, role: str) -> dict:
+    from bench.generate import decode
+    from bench.scoring import verified_scores
+    from bench.suite import error_kind
+
+    ids = base_generations(pipe, role) if role.endswith("_base") else pipe.generations(role, "test")
+    rows = pipe.split_rows("test")
+    texts = [decode(pipe.tok, o) for o in ids]
+    res = verified_scores(rows, texts)
+    kinds = Counter(error_kind(r["meta"], t) for r, t in zip(rows, texts))
+    kinds.pop(None, None)
+    res["near_miss_errors"] = dict(kinds)
+    res["near_miss_share"] = sum(kinds.values()) / len(rows)
+    return res
+
+
+def teacher_reward_accuracy(pipe, role: str) -> dict:
+    """Reward accuracy (mean log-prob of chosen > rejected) on pref_val, overall and per failure type."""
+    from bench.scoring import mean_logps
+
+    rows = pipe.split_rows("pref_val")
+    chosen, rejected = pipe.side_pairs("pref_val", "chosen", {}), pipe.side_pairs("pref_val", "rejected", {})
+    model = pipe.load(role)
+    lw = mean_logps(model, chosen, pipe.tok.pad_token_id, pipe.infer_bs)
+    ll = mean_logps(model, rejected, pipe.tok.pad_token_id, pipe.infer_bs)
+    wins = (lw > ll).float()
+    out = {"score": float(wins.mean()), "margin": float((lw - ll).mean()), "n": len(rows)}
+    for failure in sorted({r["meta"]["failure"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["meta"]["failure"] == failure]
+        out[failure] = float(wins[idx].mean())
+    return out
+
+
+def main(argv=None) -> dict:
+    from bench.config import RunConfig, split_sets
+    from bench.pipeline import Pipeline
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="embedded")
+    ap.add_argument("--student", default="smollm2-135m-l12")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--json", help="also write the numbers to this file")
+    args = ap.parse_args(argv)
+    _, overrides = split_sets(args.sets, set())
+    t0 = time.perf_counter()
+    pipe = Pipeline(RunConfig(method="dpo", student=args.student, preset=args.preset, stage_overrides=overrides))
+    report = {"roles": {}, "reward_accuracy": {}}
+    for role, _ in ROLES:
+        report["roles"][role] = role_report(pipe, role)
+    for role in ("ref_teacher", "dpo_teacher"):
+        report["reward_accuracy"][role] = teacher_reward_accuracy(pipe, role)
+    report["timings"] = {k: round(v, 1) for k, v in pipe.timings.items()}
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    print_report(report, pipe)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def print_report(report: dict, pipe) -> None:
+    roles = report["roles"]
+    fams = sorted({f for r in roles.values() for f in r["per_family"]})
+    n = len(pipe.split_rows("test"))
+    print(f"\nVerified score (%) on the {n} test prompts, suite {pipe.bundle.version}, data_seed {pipe.data_seed}\n")
+    print("| family | " + " | ".join(label for _, label in ROLES) + " |")
+    print("|---" * (len(ROLES) + 1) + "|")
+    for f in fams:
+        print(f"| {f} | " + " | ".join(f"{100 * roles[r]['per_family'][f]:.1f}" for r, _ in ROLES) + " |")
+    print("| **all** | " + " | ".join(f"**{100 * roles[r]['score']:.1f}**" for r, _ in ROLES) + " |")
+    print("| near-miss errors (% of prompts) | "
+          + " | ".join(f"{100 * roles[r]['near_miss_share']:.1f}" for r, _ in ROLES) + " |")
+    kinds = sorted({k for r in roles.values() for k in r["near_miss_errors"]})
+    print("\nNear-miss errors by kind (count over the test prompts; the kinds the preference data's rejected "
+          "responses model)\n")
+    print("| kind | " + " | ".join(label for _, label in ROLES) + " |")
+    print("|---" * (len(ROLES) + 1) + "|")
+    for k in kinds:
+        print(f"| {k} | " + " | ".join(str(roles[r]["near_miss_errors"].get(k, 0)) for r, _ in ROLES) + " |")
+    print("\nReward accuracy on pref_val (mean log-prob of chosen > rejected)\n")
+    ra = report["reward_accuracy"]
+    types = sorted(k for k in ra["ref_teacher"] if k not in ("score", "margin", "n"))
+    print("| teacher | all | margin | " + " | ".join(types) + " |")
+    print("|---" * (len(types) + 3) + "|")
+    for role, label in (("ref_teacher", "π_ref"), ("dpo_teacher", "π_dpo")):
+        r = ra[role]
+        print(f"| {label} | {100 * r['score']:.1f} | {r['margin']:.3f} | "
+              + " | ".join(f"{100 * r[t]:.1f}" for t in types) + " |")
+    if report["timings"]:
+        print("\nStages built by this call (s): " + ", ".join(f"{k} {v}" for k, v in report["timings"].items()))
+    print(f"Wall time of this call: {report['wall_s']} s (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+
+
+if __name__ == "__main__":
+    main()

@@ -98,9 +98,12 @@ def run(
         if not getattr(e, "bench_reported", False):
             typer.echo(interrupted_message(cfg), err=True)
         raise typer.Exit(130)
-    metrics = run_dir.metrics
-    summary = {k: round(v["score"], 4) for k, v in metrics.items() if isinstance(v, dict) and "score" in v}
-    typer.echo(f"{run_dir.path} {json.dumps(summary)}")
+    from bench import dist
+
+    if dist.is_main():  # under accelerate launch: one summary line, from process 0
+        metrics = run_dir.metrics
+        summary = {k: round(v["score"], 4) for k, v in metrics.items() if isinstance(v, dict) and "score" in v}
+        typer.echo(f"{run_dir.path} {json.dumps(summary)}")
 
 
 @app.command(short_help="List method plugins.")

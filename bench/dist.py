@@ -14,10 +14,26 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from functools import lru_cache
+
+_SOLO = [0]  # > 0 inside `solo()`
+
+
+@contextmanager
+def solo():
+    """Work process 0 does on its own while the others wait (test generation, evaluators): inside, this process
+    behaves as a single one (stages are built under their locks, not collectively)."""
+    _SOLO[0] += 1
+    try:
+        yield
+    finally:
+        _SOLO[0] -= 1
 
 
 def world() -> int:
+    if _SOLO[0]:
+        return 1
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:

@@ -55,10 +55,14 @@ def body(model):
     return getattr(model, model.base_model_prefix)
 
 
-def hidden_states(model, batch: PaddedBatch) -> torch.Tensor:
+def hidden_states(model, batch: PaddedBatch, runner=None) -> torch.Tensor:
+    """The body's last hidden states; through `runner` (a data-parallel wrapper of the body, bench.parallel) when
+    one is given, so that its gradient sync sees the forward."""
     dev = next(model.parameters()).device
-    out = body(model)(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev), use_cache=False)
-    return out.last_hidden_state
+    ids, mask = batch.input_ids.to(dev), batch.attention_mask.to(dev)
+    if runner is not None:
+        return runner(ids, mask)
+    return body(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
 
 def head_of(model):
@@ -70,10 +74,10 @@ def head_of(model):
     return None
 
 
-def packed_forward(model, batch: PaddedBatch, with_final: bool = False, chunked: bool = True):
+def packed_forward(model, batch: PaddedBatch, with_final: bool = False, chunked: bool = True, runner=None):
     """The response rows of a batch as a Packed: chunked (hidden states + LM head, no [N, V] logits) by default,
     dense logits with chunked=False. with_final also returns the [B, V] logits after the last token."""
-    h = hidden_states(model, batch)
+    h = hidden_states(model, batch, runner)
     dev = h.device
     head = model.get_output_embeddings()
     rows = h[batch.row_b.to(dev), batch.row_pos.to(dev)]

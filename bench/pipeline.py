@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 
+from bench import dist
 from bench.config import RunConfig, data_seed, load_run_preset, resolve_models
 from bench.costs import PeakMemory
 from bench.data.bundle import DatasetBundle
@@ -29,7 +30,8 @@ from bench.rundir import read_jsonl, write_jsonl
 from bench.signal_cache import SignalEntry, write_entry
 from bench.paths import cache_root
 from bench.precision import autocast, resolve_precision
-from bench.signals import SIGNAL_FORMAT, check_k, compute_side_signals
+from bench.signal_shards import sharded_signals
+from bench.signals import SIGNAL_FORMAT, check_k
 from bench.stages import build_stage, content_key, remove_owned, stage_path, token_hash
 from bench.trainer import TrainConfig, TrainData, train
 from bench.validation import make_validator, resolve_select_by
@@ -208,13 +210,18 @@ class Pipeline:
         work = stage_path(role, key).with_suffix(".work")  # ours alone: the caller holds this stage's lock
         result = train(model, method, mcfg, data, self._train_cfg(sc), pad_id=self.tok.pad_token_id, work_dir=work,
                        resume=True, desc=role, fingerprint={"stage": content_key(key)})
-        shutil.copytree(result.final_dir, out, dirs_exist_ok=True)
-        self.tok.save_pretrained(out)
-        remove_owned(work, cache_root(), None)
+        self._keep_final(result.final_dir, out, work)
         self.timings[role] = time.perf_counter() - t0
         return {"steps": result.steps, "seconds": result.seconds, "tokens_per_s": result.tokens_per_s,
                 "final_loss": result.history[-1]["loss"] if result.history else None,
                 "cost": {"seconds": self.timings[role], "tokens": result.tokens, "role": role}}
+
+    def _keep_final(self, final: Path, out: Path, work: Path) -> None:
+        """The trained model (and tokenizer) into the stage's temp dir; process 0 alone writes (bench.dist)."""
+        if dist.is_main():
+            shutil.copytree(final, out, dirs_exist_ok=True)
+            self.tok.save_pretrained(out)
+            remove_owned(work, cache_root(), None)
 
     def _train_cfg(self, sc: dict, seed: int = 0) -> TrainConfig:
         """Shared stages (teachers, SFT student) train with seed 0 unless their section sets one, so one cached
@@ -231,9 +238,7 @@ class Pipeline:
                                     "eval_suite": ()}))
         work = stage_path("student_run", self.model_key(f"run:{method_name}")).with_suffix(".work")
         final, result, _ = sub.train_student(work, resume=True)  # ours alone: the caller holds the stage lock
-        shutil.copytree(final, out, dirs_exist_ok=True)
-        self.tok.save_pretrained(out)
-        remove_owned(work, cache_root(), None)
+        self._keep_final(final, out, work)
         self.timings.update({f"{method_name}:{k}": v for k, v in sub.timings.items()})
         return {"method": method_name, "steps": result.steps,
                 "cost": {"seconds": result.seconds, "tokens": result.tokens, "role": f"run:{method_name}"}}
@@ -261,7 +266,9 @@ class Pipeline:
         key = self.generation_key(role, split)
 
         def build(tmp: Path) -> dict:
-            self.model_dir(role)  # train the generator first, outside this stage's timer
+            self.model_dir(role)  # train the generator first, outside this stage's timer (every process)
+            if not dist.is_main():
+                return {}  # process 0 generates (a vLLM engine shards the model itself); the others wait
             t0 = time.perf_counter()
             backend = gen_cfg.get("backend", "hf")
             model = self.load(role) if needs_model(backend) else None
@@ -291,7 +298,7 @@ class Pipeline:
             self.model_dir(role)  # train the model first, outside this stage's timer
             t0 = time.perf_counter()
             model = self.load(role)
-            tokens, passes = compute_side_signals(model, pairs, writers, k=self.k, tau=self.tau,
+            tokens, passes = sharded_signals(model, pairs, writers, k=self.k, tau=self.tau,
                                                   pad_id=self.tok.pad_token_id, batch_size=self.infer_bs,
                                                   model_key=content_key(self.model_key(role)),
                                                   desc=f"signals {role} on {split}/{side}",

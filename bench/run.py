@@ -224,7 +224,8 @@ def _run_collectively(pipe, cfg: RunConfig, identity: str, parts: dict, t0: floa
         if main and cfg.eval_suite:
             from bench.evaluators.run import run_evaluators
 
-            run_evaluators([run.path], list(cfg.eval_suite), {}, None)
+            with dist.solo():
+                run_evaluators([run.path], list(cfg.eval_suite), {}, None)
     dist.barrier()
     if main:
         console.print(f"[bold]{run.path}[/] done in {time.perf_counter() - t0:.0f}s")
@@ -253,8 +254,6 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
-    from bench.evaluators import EvalContext, get_evaluator
-
     from bench.tracking import Tracking, flat_config
 
     t_start = time.perf_counter()
@@ -268,6 +267,13 @@ def _train_and_write(pipe, cfg: RunConfig, run: RunDir, identity: str) -> None:
                                             "seed": cfg.seed, "preset": cfg.preset,
                                             "train": pipe.stage_cfg("student").get("train", {})}))
     final, result, mcfg = pipe.train_student(run.work_path, resume=cfg.resume, tracking=tracking)
+    with dist.solo():  # the rest is process 0's alone; the others wait at the run's end
+        _write_results(pipe, cfg, run, identity, final, result, mcfg, t_start)
+
+
+def _write_results(pipe, cfg: RunConfig, run: RunDir, identity: str, final, result, mcfg, t_start: float) -> None:
+    from bench.evaluators import EvalContext, get_evaluator
+
     tmp_ckpt = run.path / ".checkpoint.tmp"
     if tmp_ckpt.exists():
         remove_owned(tmp_ckpt, run.path, None)

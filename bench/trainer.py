@@ -17,10 +17,12 @@ from typing import Callable
 
 import torch
 
+from bench import dist
 from bench.checkpoint import latest_state, load_state, save_state
 from bench.errors import BenchError
 from bench.forward import pad_batch, packed_forward
 from bench.method import LossBatch, Method
+from bench.parallel import Parallel
 from bench.precision import GRAD_CKPT, PRECISIONS, autocast, resolve_precision, set_grad_ckpt
 from bench.progress import console, progress_bar
 from bench.signal_cache import SignalEntry
@@ -78,6 +80,8 @@ def result_settings(train: dict) -> dict:
     as resolved on this machine ("auto" trains in bf16 on one machine and fp32 on another)."""
     out = {k: v for k, v in train.items() if k not in OPERATIONAL_KEYS}
     out["precision"] = resolve_precision(out.get("precision", TrainConfig.precision))
+    if dist.world() > 1:  # keyed by the global batch: N processes × batch b train as one process × batch N·b
+        out["batch_size"] = out.get("batch_size", TrainConfig.batch_size) * dist.world()
     return out
 
 
@@ -131,10 +135,11 @@ def collate(data: TrainData, idx: list[int], pad_id: int) -> tuple[dict, dict[st
     return batches, signals
 
 
-def loss_batch(model, ref_model, batches, signals, device, chunked: bool = True) -> LossBatch:
+def loss_batch(model, ref_model, batches, signals, device, chunked: bool = True, runner=None) -> LossBatch:
     """The policy (and online reference) rows of every side, on the chunked LM head (`chunked=False`: dense
-    [N, V] logits, for comparisons), and the batch's signals on `device`."""
-    policy = {side: packed_forward(model, b, chunked=chunked) for side, b in batches.items()}
+    [N, V] logits, for comparisons), and the batch's signals on `device`. `runner`: the data-parallel wrapper that
+    runs the policy's body (bench.parallel)."""
+    policy = {side: packed_forward(model, b, chunked=chunked, runner=runner) for side, b in batches.items()}
     ref = {}
     if ref_model is not None:
         with torch.no_grad():
@@ -162,8 +167,9 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
     # autocast is ours (bench.precision), not accelerate's: its mixed-precision state is one per process, and a
     # pipeline trains stages at different precisions in one process
     accel = Accelerator(gradient_accumulation_steps=tcfg.grad_accum, mixed_precision="no",
-                        **tracking.accelerator_kwargs())
+                        cpu=not torch.cuda.is_available() and dist.world() > 1, **tracking.accelerator_kwargs())
     set_grad_ckpt(model, tcfg.grad_ckpt)
+    par = Parallel(accel)
     torch.manual_seed(tcfg.seed)
     per_step = tcfg.batch_size * tcfg.grad_accum * accel.num_processes
     total = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * data.n / per_step))
@@ -171,13 +177,13 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(tcfg.warmup_ratio * total), total)
     if ref_model is not None:
         ref_model.eval().requires_grad_(False).to(accel.device)
-    model, opt = accel.prepare(model, opt)
+    model, runner, opt = par.prepare(model, opt)
     step, history, evals = 0, [], []
     fingerprint = {"method": method.name, "settings": mcfg.to_dict(), "train": result_settings(vars(tcfg)), "n": data.n,
                    "total_steps": total, "precision": precision, **(fingerprint or {})}
     state = latest_state(work_dir) if resume else None
     if state is not None:
-        step, extra = load_state(state, accel.unwrap_model(model), opt, sched, fingerprint)
+        step, extra = load_state(state, model, opt, sched, fingerprint)
         history, evals = extra.get("history", []), extra.get("evals", [])
         console.print(f"[yellow]{desc}: resuming at step {step}/{total}")
     eval_every = tcfg.eval_every or total
@@ -201,21 +207,22 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
                 idx = order[pos:pos + tcfg.batch_size * accel.num_processes][accel.process_index::accel.num_processes]
                 batches, signals = collate(data, idx, pad_id)
                 seq_len = max(b.input_ids.shape[1] for b in batches.values())
-                with accel.accumulate(model), autocast(precision, accel.device.type, seq_len,
-                                                       weight_cache=tcfg.grad_ckpt == "off"):
-                    lb = loss_batch(model, ref_model, batches, signals, accel.device)
+                with accel.accumulate(runner), autocast(precision, accel.device.type, seq_len,
+                                                        weight_cache=tcfg.grad_ckpt == "off"):
+                    lb = loss_batch(model, ref_model, batches, signals, accel.device, runner=par.runner)
                     loss, metrics = method.loss(lb, mcfg)
-                    if not torch.isfinite(loss):
+                    if not par.all_finite(loss):  # every process stops together, none waits in a collective
                         raise BenchError(f"{desc}: loss became {loss.item()} at step {step}; lower lr or check "
                                          "the method settings")
                     accel.backward(loss)
                     if accel.sync_gradients:
-                        accel.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+                        accel.clip_grad_norm_(runner.parameters(), tcfg.max_grad_norm)
                     opt.step()
                     sched.step() if accel.sync_gradients else None
                     opt.zero_grad()
-                step_tokens += sum(b.n_tokens for b in batches.values())
-                for k, v in {"loss": loss.item(), **metrics}.items():
+                n_tok, values = par.mean_logs(sum(b.n_tokens for b in batches.values()), {"loss": loss, **metrics})
+                step_tokens += n_tok
+                for k, v in values.items():
                     logs[k] = logs.get(k, 0.0) + v / tcfg.grad_accum
             step += 1
             tokens += step_tokens
@@ -223,16 +230,17 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
             tracking.step(accel, history[-1], step_tokens, time.perf_counter() - t_step, time.perf_counter() - t0)
             bar.advance(1, tokens=step_tokens, loss=logs["loss"])
             if evaluate is not None and (step % eval_every == 0 or step == total):
-                evals.append(_evaluate_and_keep(accel.unwrap_model(model), evaluate, step, work_dir))
+                # process 0 generates and keeps the checkpoint; every process records the same result
+                evals.append(par.on_main(lambda: _evaluate_and_keep(model, evaluate, step, work_dir)))
                 tracking.eval(accel, evals[-1])
             if tcfg.save_every and (step % tcfg.save_every == 0 or step == total):
-                save_state(work_dir, accel.unwrap_model(model), opt, sched, step,
-                           {"history": history, "evals": evals}, fingerprint)
+                par.on_main(lambda: save_state(work_dir, model, opt, sched, step, {"history": history, "evals": evals},
+                                               fingerprint), share=False)
     seconds = time.perf_counter() - t0
     tracking.end(accel)
-    set_grad_ckpt(accel.unwrap_model(model), "off")
-    final = _select_final(accel.unwrap_model(model), evals, work_dir)
-    return TrainResult(step, history, evals, final, seconds, tokens)
+    set_grad_ckpt(model, "off")
+    par.on_main(lambda: _select_final(model, evals, work_dir), share=False)
+    return TrainResult(step, history, evals, work_dir / "final", seconds, tokens)
 
 
 def _evaluate_and_keep(model, evaluate: Callable, step: int, work_dir: Path) -> dict:

@@ -129,7 +129,7 @@ def second_run(tiny_dpo_run, tiny_run_config, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Pipeline, "model_dir", model_dir)
         mp.setattr(Pipeline, "_train_stage", train_stage)
-        mp.setattr(pipeline_mod, "compute_side_signals", compute)
+        mp.setattr(pipeline_mod, "sharded_signals", compute)
         run = run_pipeline(cfg)
     record.update(run=run, new_dirs=complete_stage_dirs() - before_dirs,
                   passes=sum(FORWARD_PASSES.values()) - before_passes)

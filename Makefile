@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Main job: DPO on the embedded default (SmolLM2-135M teacher -> 12-layer student), then the leaderboard.
+# Main job: the embedded benchmark at demo scale (configs/runs/demo.yaml): the teacher side once, then SFT, DPO and
+# DCKD students (one seed), then the leaderboard with DPO as the paired baseline. The full 7 methods x 3 seeds
+# table is `bench sweep embedded-main` (README, "The embedded benchmark").
 demo: setup
-	OMP_NUM_THREADS=2 $(BIN)/bench run --method dpo
-	$(BIN)/bench leaderboard
+	OMP_NUM_THREADS=2 $(BIN)/bench sweep --preset demo --methods sft,dpo,dckd --seeds 0 --runs runs/demo
+	$(BIN)/bench leaderboard --runs runs/demo --baseline dpo
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -34,164 +34,39 @@ logprobs; a server without them (``transformers serve``) yields only unparsed an
 Reported: ``win_rate`` (= ``score``, percent, draws count half), ``standard_error``, counts, and
 ``length_controlled_winrate`` only when valid: the full standard AlpacaEval set (805 instructions, no
 ``alpaca_max_instances``) and alpaca_eval's GLM data reachable; otherwise it is null with ``lc_note`` saying why.
+
+The instruction sets and outputs live in :mod:`bench.evaluators.alpacaeval_instructions`, alpaca_eval's wrappers and
+the annotator config in :mod:`bench.evaluators.alpacaeval_annotator`; their names are re-exported here.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 from pathlib import Path
 
-import yaml
-
 from bench.errors import BenchError
 from bench.evaluators import Evaluator, register_evaluator
-from bench.rundir import RunDir, atomic_write_text
+from bench.evaluators.alpacaeval_annotator import (  # noqa: F401 (re-exported)
+    DEFAULT_ANNOTATOR,
+    _alpaca_eval,
+    _annotator_class,
+    prepare_annotator,
+    robust_winrate,
+)
+from bench.evaluators.alpacaeval_instructions import (  # noqa: F401 (re-exported)
+    _embedded_outputs,
+    _generated_outputs,
+    _read_instruction_file,
+    instruction_text,
+    load_alpaca_eval_instructions,
+    resolve_instruction_set,
+)
+from bench.rundir import RunDir
 
 log = logging.getLogger(__name__)
-DEFAULT_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 ALPACA_EVAL_SIZE = 805
 REFERENCE_METHOD = "adpa"
-
-
-def _alpaca_eval():
-    root = logging.getLogger()
-    level = root.level
-    import alpaca_eval.constants as constants
-    import alpaca_eval.main as main
-    from alpaca_eval.annotators import PairwiseAnnotator
-
-    root.setLevel(level)  # alpaca_eval sets the root logger to INFO on import
-    return main, constants, PairwiseAnnotator
-
-
-def _float_preferences(annotations):
-    import pandas as pd
-
-    df = pd.DataFrame(annotations) if not isinstance(annotations, pd.DataFrame) else annotations.copy()
-    if "preference" in df:
-        df["preference"] = pd.to_numeric(df["preference"], errors="coerce").astype(float)
-    return df
-
-
-def robust_winrate(annotations, **kwargs):
-    """alpaca_eval's ``get_winrate`` on float preferences (missing -> NaN): with pandas>=3 an all-missing object
-    column makes the original fail."""
-    from alpaca_eval.metrics import get_winrate
-
-    return get_winrate(_float_preferences(annotations), **kwargs)
-
-
-def _annotator_class():
-    _, _, PairwiseAnnotator = _alpaca_eval()
-
-    class AtomicPairwiseAnnotator(PairwiseAnnotator):
-        """alpaca_eval's PairwiseAnnotator whose annotation cache is written atomically (tmp file + rename) and read
-        back with a float preference column (pandas>=3 refuses to put 1.5 into the int column read_json makes)."""
-
-        def load_(self, path=None):
-            super().load_(path)
-            if self.df_annotations is not None and self.annotation_key in self.df_annotations:
-                self.df_annotations = _float_preferences(self.df_annotations) if self.annotation_key == "preference" \
-                    else self.df_annotations
-
-        def save(self, path=None):
-            path = path or self.caching_path
-            if path is None:
-                return
-            self._refresh_annotations_()
-            if not self.is_store_missing_annotations:
-                self.df_annotations = self.df_annotations[~self.df_annotations[self.annotation_key].isna()]
-            atomic_write_text(Path(path), self.df_annotations.to_json(orient="records", indent=2))
-
-    return AtomicPairwiseAnnotator
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# instructions and outputs
-def instruction_text(messages) -> str:
-    """An AlpacaEval instruction for a chat prompt: the user text of a single-turn prompt, else a role-tagged
-    transcript."""
-    if isinstance(messages, str):
-        return messages
-    if len(messages) == 1 and messages[0].get("role") == "user":
-        return messages[0]["content"]
-    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
-
-
-def load_alpaca_eval_instructions() -> list[dict]:
-    from bench.evaluators.mtbench import offline
-
-    try:
-        from huggingface_hub import hf_hub_download
-
-        path = hf_hub_download(repo_id="tatsu-lab/alpaca_eval", filename="alpaca_eval.json", repo_type="dataset",
-                               local_files_only=offline())
-    except Exception as e:  # noqa: BLE001 - any hub failure means the same here
-        raise BenchError(f"the AlpacaEval instructions (tatsu-lab/alpaca_eval, alpaca_eval.json) could not be loaded "
-                         f"({type(e).__name__}; offline?); pass alpaca_instructions=PATH to a local copy, or "
-                         "alpaca_instructions=embedded") from None
-    return _read_instruction_file(Path(path))
-
-
-def _read_instruction_file(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            rows = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BenchError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); give a JSON list of "
-                         '{"instruction": ...} rows') from None
-    if isinstance(rows, dict):
-        rows = rows.get("instructions") or rows.get("data") or []
-    out = []
-    for i, row in enumerate(rows):
-        if isinstance(row, str):
-            row = {"instruction": row}
-        if not isinstance(row, dict) or not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
-            raise BenchError(f"{path} row {i + 1}: needs a non-empty string 'instruction'")
-        out.append({"instruction": row["instruction"], "dataset": row.get("dataset", path.stem)})
-    if not out:
-        raise BenchError(f"{path} has no instructions")
-    return out
-
-
-def resolve_instruction_set(run: RunDir, settings: dict) -> tuple[str, list[dict] | None]:
-    """(set name, instructions or None for ``embedded``)."""
-    choice = str(settings.get("alpaca_instructions") or "auto")
-    if choice == "auto":
-        choice = "embedded" if str(run.manifest.get("dataset", "")).lower() == "embedded" else "alpaca_eval"
-    if choice == "embedded":
-        return "embedded", None
-    if choice == "alpaca_eval":
-        return "alpaca_eval", load_alpaca_eval_instructions()
-    path = Path(choice).expanduser()
-    if not path.is_file():
-        raise BenchError(f"alpaca_instructions={choice!r} is neither auto, alpaca_eval, embedded nor an existing "
-                         "JSON/JSONL file")
-    return str(path), _read_instruction_file(path)
-
-
-def _embedded_outputs(run: RunDir) -> dict[str, tuple[str, str]]:
-    """{row id: (instruction, response)} from generations.jsonl."""
-    out = {}
-    for i, row in enumerate(run.generations()):
-        if "id" not in row or "prompt" not in row or not isinstance(row.get("response"), str):
-            raise BenchError(f"{run.path}/generations.jsonl row {i + 1} lacks id/prompt/response; rerun `bench run`")
-        out[str(row["id"])] = (instruction_text(row["prompt"]), row["response"])
-    return out
-
-
-def _generated_outputs(run: RunDir, instructions: list[dict], settings: dict) -> list[str]:
-    from bench.evaluators.mtbench import generate_answers
-
-    questions = [{"question_id": i, "turns": [row["instruction"]]} for i, row in enumerate(instructions)]
-    answers = generate_answers(run, questions, 1, settings, "alpaca_answers.jsonl", default_max_new_tokens=1024,
-                               max_tokens_key="alpaca_max_new_tokens")
-    return [answers[i]["choices"][0]["turns"][0] for i in range(len(instructions))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -230,79 +105,6 @@ def find_reference_run(run: RunDir, settings: dict) -> RunDir:
         f"AlpacaEval compares against the ADPA-trained student of the same pair and dataset, but no ADPA run for "
         f"student={student} teacher={teacher} dataset={dataset} is under {root}; make it with `bench run --method adpa "
         f"--student {student} --teacher {teacher} --dataset {dataset}`, or pass --build-reference")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the annotator config
-def _annotator_source(name: str) -> tuple[Path, Path, str]:
-    """(configs.yaml, directory prompt templates are relative to, annotator name)."""
-    _, constants, _ = _alpaca_eval()
-    path = Path(name).expanduser()
-    if path.exists():
-        cfg_file = path / "configs.yaml" if path.is_dir() else path
-        if not cfg_file.is_file():
-            raise BenchError(f"alpaca_annotator={name}: no configs.yaml there")
-        return cfg_file, cfg_file.parent.parent, cfg_file.parent.name
-    cfg_file = Path(constants.EVALUATORS_CONFIG_DIR) / name / "configs.yaml"
-    if not cfg_file.is_file():
-        raise BenchError(f"unknown alpaca_annotator '{name}'; use a config name from alpaca_eval's evaluators_configs "
-                         f"(e.g. {DEFAULT_ANNOTATOR}, weighted_alpaca_eval_gpt-4o-mini-2024-07-18) or a path to one")
-    return cfg_file, Path(constants.EVALUATORS_CONFIG_DIR), name
-
-
-def prepare_annotator(settings: dict, cache_dir: Path) -> dict:
-    """Write the effective annotator config (and client config) under the cache; return what evaluate needs."""
-    from bench.evaluators.judge import JudgeConfig, slug
-
-    name = str(settings.get("alpaca_annotator") or DEFAULT_ANNOTATOR)
-    cfg_file, rel_dir, ann_name = _annotator_source(name)
-    configs = yaml.safe_load(cfg_file.read_text())
-    if not isinstance(configs, dict) or not configs:
-        raise BenchError(f"{cfg_file} is not an alpaca_eval annotator config (a mapping of annotator name -> config)")
-    fn = settings.get("alpaca_fn_completions") or settings.get("fn_completions")
-    override = settings.get("alpaca_judge_model") or settings.get("judge_model")
-    first = next(iter(configs.values()))
-    default_model = str((first.get("completions_kwargs") or {}).get("model_name", "gpt-4-1106-preview"))
-    judge = JudgeConfig.from_settings(settings, default_model=default_model, model_key="alpaca_judge_model")
-    client_cfg = {"default": [{"client_class": "bench.evaluators.judge.EnvKeyOpenAI", "base_url": judge.base_url,
-                               "api_key_env": judge.api_key_env, "timeout": judge.timeout,
-                               "max_retries": judge.max_retries}]}
-    client_text = yaml.safe_dump(client_cfg, sort_keys=True)
-    client_digest = hashlib.sha256(client_text.encode()).hexdigest()[:16]
-    client_path = cache_dir / "alpacaeval" / "client_configs" / f"{client_digest}.yaml"
-    if not client_path.exists():
-        atomic_write_text(client_path, client_text)
-    models = []
-    for ann, cfg in configs.items():
-        cfg = dict(cfg)
-        tmpl = cfg.get("prompt_template")
-        if isinstance(tmpl, str) and (rel_dir / tmpl).is_file():
-            cfg["prompt_template"] = str((rel_dir / tmpl).resolve())
-        ck = dict(cfg.get("completions_kwargs") or {})
-        if override:
-            ck["model_name"] = str(override)
-            ck.setdefault("requires_chatml", True)  # served chat models: always the chat endpoint
-        if callable(fn):
-            cfg.pop("fn_completions", None)
-        else:
-            if isinstance(fn, str) and fn:
-                cfg["fn_completions"] = fn
-            if cfg.get("fn_completions", "openai_completions") == "openai_completions":
-                ck["client_config_path"] = str(client_path)
-                ck.setdefault("num_procs", judge.workers)
-        cfg["completions_kwargs"] = ck
-        configs[ann] = cfg
-        models.append(str(ck.get("model_name", "")))
-    text = yaml.safe_dump(configs, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    eff = cache_dir / "alpacaeval" / "annotators" / digest / ann_name / "configs.yaml"
-    if not eff.exists():
-        atomic_write_text(eff, text)
-    model_key = "+".join(sorted(set(models))) + (f"+fn:{getattr(fn, '__name__', 'custom')}" if callable(fn) else "")
-    caching = cache_dir / "judgments" / "alpacaeval" / f"{slug(ann_name + '__' + model_key, 80)}.json"
-    caching.parent.mkdir(parents=True, exist_ok=True)
-    return {"config": eff, "name": ann_name, "caching_path": caching, "judge": judge, "models": sorted(set(models)),
-            "fn": fn if callable(fn) else None}
 
 
 # ----------------------------------------------------------------------------------------------------------------

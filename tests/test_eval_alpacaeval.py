@@ -25,11 +25,12 @@ def _settings(url, **kw):
 
 
 def _pick_model(body, n):
-    """Prefer the output that says MODEL, except on the instruction about 'seventy-three' (prefer the reference)."""
+    """Prefer the output that says MODEL, except on the first instruction (prefer the reference there): 3 wins of 4,
+    whatever the suite's prompts are."""
     user = body["messages"][-1]["content"]
     a = re.search(r"Output \(a\): (.*?)\n\nOutput \(b\)", user, re.DOTALL).group(1)
     model_is_a = "MODEL" in a
-    if "seventy-three" in user:
+    if "MODEL answer 0" in user:
         model_is_a = not model_is_a
     return "Output (a)" if model_is_a else "Output (b)"
 

@@ -65,7 +65,11 @@ def test_oll_v1_protocol_table():
 def test_embedded_tasks_are_materialized_from_the_suite(tmp_path):
     rows = embedded_task_rows()
     mc, gen = rows["prefdistill_pref_mc"], rows["prefdistill_suite_gen"]
-    assert len(mc) == 64 and len(gen) == 64
+    from bench.suite import build_suite
+
+    suite = build_suite()  # one task row per validation pair (multiple choice) and per test prompt (generation)
+    assert [r["id"] for r in mc] == [r["id"] for r in suite.split("pref_val")]
+    assert [r["id"] for r in gen] == [r["id"] for r in suite.split("test")]
     assert {r["label"] for r in mc} == {0, 1}  # the correct reply is not always first
     assert all(r["choices"][r["label"]] != r["choices"][1 - r["label"]] for r in mc)
     d = materialize_embedded_tasks(tmp_path)

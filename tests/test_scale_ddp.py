@@ -75,9 +75,9 @@ def ddp_runs(tiny_dirs, tiny_run_config, bench_cache, tmp_path_factory):
     small["dpo"] = one_process("dpo", 2, "small")
     saved = {}
     for m in METHODS:  # the signal entries the runs read: kept aside, then deleted so the launch rebuilds them
-        for rel in json.loads((single[m] / "manifest.json").read_text())["cache_entries"]:
-            # (the list also names what the cached stages were built from; those may be gone and are not read)
-            if rel.startswith("stages/signals/") and rel not in saved and (bench_cache / rel).exists():
+        stages = json.loads((single[m] / "manifest.json").read_text())["cost"]["stages"]
+        for rel in (e["path"] for e in stages if e["kind"] == "signals" and e["direct"]):  # what the run itself read
+            if rel not in saved:
                 saved[rel] = base / "saved" / rel.replace("/", "_")
                 shutil.copytree(bench_cache / rel, saved[rel])
     for rel in saved:

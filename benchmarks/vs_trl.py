@@ -1,6 +1,6 @@
 """This project's training step against TRL's on the same work, speed and memory side by side.
 
-    python benchmarks/vs_trl.py [--tasks dpo,kd] [--batches 4,8] [--repeats 8] [--threads N]
+    python benchmarks/vs_trl.py [--tasks dpo,kd] [--batches 4,8] [--repeats 8] [--threads N] [--defaults-only]
 
 DPO  the full SmolLM2-135M (the embedded teacher) as the policy, the embedded preference pairs tokenized by this
      project's encoder; TRL 1.16 `DPOTrainer` (its collator, `training_step` with its fused LM head, its optimizer)
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -66,6 +67,8 @@ def configs(task: str) -> dict[str, dict]:
     if task == "kd":
         out = {k.replace("trl", "trl-distill", 1) if k.startswith("trl") else k: v for k, v in out.items()}
         out.update({"trl-gkd default": {"side": "trl-gkd", "precision": trl_default, "grad_ckpt": "full"}})
+    if os.environ.get("VS_TRL_CONFIGS") == "defaults":  # --defaults-only (children inherit it)
+        out = {k: v for k, v in out.items() if "default" in k}
     return out
 
 
@@ -245,6 +248,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--no-rss", action="store_true", help="skip the per-configuration memory processes")
+    ap.add_argument("--defaults-only", action="store_true",
+                    help="only ours and TRL's at their defaults (the targets' ratios), not every precision/ckpt mode")
     ap.add_argument("--child", choices=("time", "rss"))
     ap.add_argument("--task")
     ap.add_argument("--batch", type=int)
@@ -252,6 +257,8 @@ def main() -> None:
     ap.add_argument("--config")
     args = ap.parse_args()
     threads = set_threads(args.threads)
+    if args.defaults_only:
+        os.environ["VS_TRL_CONFIGS"] = "defaults"
     if args.child == "time":
         res = time_group(args.task, args.batch, args.precision, args.repeats, lambda s: print(s, file=sys.stderr))
         print(json.dumps(res))

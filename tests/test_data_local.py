@@ -131,12 +131,11 @@ def test_merge_bundles_takes_sft_from_the_second():
 
 
 def test_embedded_suite_resolves_to_build_suite():
-    suite = pytest.importorskip("bench.suite", reason="bench.suite is being written by another engineer")
-    if not hasattr(suite, "build_suite"):
-        pytest.skip("bench.suite.build_suite is not written yet")
+    from bench.suite import build_suite
+
     b = resolve_dataset("embedded", seed=0)
     assert isinstance(b, DatasetBundle)
-    assert b.hash == suite.build_suite(seed=0).hash
+    assert b.hash == build_suite(seed=0).hash
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -134,6 +134,16 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def current_rss_bytes() -> int:
+    """Resident memory now (Linux /proc; 0 elsewhere): after a step, what the process keeps between steps (weights,
+    optimizer state, the allocator's retained heap, the runtime), as opposed to the step's transient peak."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def child_rss(script: Path, args: list[str], timeout: float = 3600) -> dict:
     """Run `python script args` (which prints one JSON line last) in a fresh process; its parsed result."""
     env = {**os.environ, "BENCH_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}

@@ -16,7 +16,9 @@ fp32, with and without checkpointing; ours at the embedded preset's student sett
 fp32, and each checkpointing mode. Time: every configuration of one precision in ONE process (accelerate allows one
 mixed-precision state per process), steps interleaved round-robin after a warm-up, medians; tokens/s counts the
 batch's non-pad tokens (prompt + response, every sequence). Memory: peak RSS of a fresh process per configuration
-that loads what it needs, precomputes its reference/teacher signals, and takes 3 steps.
+that loads what it needs, precomputes its reference/teacher signals, and takes 3 steps; "steady" is its resident
+memory after the third step (weights, optimizer state, the runtime and the allocator's retained heap), so peak -
+steady is the step's transient (gradients, activations, logits).
 The last line is a JSON object: dpo_/kd_ tokens_per_s_ratio and peak_rss_ratio (ours at the preset default / TRL
 at its default), per batch size, and every measurement.
 """
@@ -33,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.harness import (OurStep, child_rss, gb, interleaved, load_avg, median, peak_rss_bytes,  # noqa: E402
-                                set_threads)
+from benchmarks.harness import (OurStep, child_rss, current_rss_bytes, gb, interleaved, load_avg, median,  # noqa: E402
+                                peak_rss_bytes, set_threads)
 
 HERE = Path(__file__).resolve()
 KD_BETA = 0.5
@@ -235,7 +237,7 @@ def rss_child(task: str, batch: int, name: str) -> dict:
         step = work.trl(c["precision"], c["side"])[1][c["grad_ckpt"]]
     for _ in range(3):
         step()
-    return {"peak_rss": peak_rss_bytes()}
+    return {"peak_rss": peak_rss_bytes(), "steady_rss": current_rss_bytes()}
 
 
 # ---------------------------------------------------------------- main
@@ -272,7 +274,7 @@ def main() -> None:
         cfgs = configs(task)
         ours0, trl0 = next(k for k in cfgs if cfgs[k]["side"] == "ours"), next(k for k in cfgs if cfgs[k]["side"] != "ours")
         for batch in (int(b) for b in args.batches.split(",")):
-            med, rss, tokens, loads = {}, {}, 0, []
+            med, rss, steady, tokens, loads = {}, {}, {}, 0, []
             for prec in dict.fromkeys(c["precision"] for c in cfgs.values()):
                 r = child_rss(HERE, ["--child", "time", "--task", task, "--batch", str(batch), "--precision", prec,
                                      "--repeats", str(args.repeats), "--threads", str(threads)])
@@ -280,19 +282,22 @@ def main() -> None:
                 tokens, loads = r["tokens"], loads + [r["load"]]
             if not args.no_rss:
                 for name in cfgs:
-                    rss[name] = child_rss(HERE, ["--child", "rss", "--task", task, "--batch", str(batch), "--config",
-                                                 name, "--threads", str(threads)])["peak_rss"]
+                    r = child_rss(HERE, ["--child", "rss", "--task", task, "--batch", str(batch), "--config", name,
+                                         "--threads", str(threads)])
+                    rss[name], steady[name] = r["peak_rss"], r["steady_rss"]
             print(f"\n{task.upper()} batch {batch} ({tokens} tokens/step, {args.repeats} interleaved rounds; "
                   f"{'; '.join(loads)})")
-            print(f"{'configuration':<34}{'s/step':>8}{'tokens/s':>10}{'peak RSS':>11}{'speed vs TRL':>14}"
+            print(f"{'configuration':<34}{'s/step':>8}{'tokens/s':>10}{'peak RSS':>11}{'steady':>10}{'speed vs TRL':>14}"
                   f"{'RSS vs TRL':>12}")
             for name in cfgs:
                 sp = med[trl0] / med[name]
                 line = f"{name:<34}{med[name]:>8.2f}{tokens / med[name]:>10.1f}"
-                line += f"{gb(rss[name]):>11}{sp:>13.2f}×{rss[name] / rss[trl0]:>11.2f}×" if rss else f"{'-':>11}{sp:>13.2f}×"
+                line += (f"{gb(rss[name]):>11}{gb(steady[name]):>10}{sp:>13.2f}×{rss[name] / rss[trl0]:>11.2f}×" if rss
+                         else f"{'-':>11}{'-':>10}{sp:>13.2f}×")
                 print(line)
             key = f"{task}_b{batch}"
-            result[key] = {"tokens": tokens, "median_s": med, "peak_rss": rss, "ours": ours0, "trl": trl0,
+            result[key] = {"tokens": tokens, "median_s": med, "peak_rss": rss, "steady_rss": steady, "ours": ours0,
+                           "trl": trl0,
                            "tokens_per_s_ratio": med[trl0] / med[ours0],
                            "peak_rss_ratio": rss[ours0] / rss[trl0] if rss else None}
     summary = {}

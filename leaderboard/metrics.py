@@ -26,6 +26,7 @@ METRICS = [
     Metric("alpaca_lc", "alpacaeval", "length_controlled_winrate", "AlpacaEval LC", "%", 1, True),
     Metric("oll_avg", "oll", "score", "OLL avg", "%", 1, True),
     Metric("value_kl", "value_kl", "score", "value KL", "nats", 1, False, 3, "g"),  # KLs can be << 0.01
+    Metric("teacher_kl", "teacher_kl", "score", "KL to teacher", "nats", 1, False, 3, "g"),
 ]
 BY_COL = {m.col: m for m in METRICS}
 

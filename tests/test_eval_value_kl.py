@@ -123,3 +123,28 @@ def test_leaderboard_shows_value_kl_and_marks_the_lowest_best(tvkd_run, tmp_path
     md = to_markdown(build_groups(board, baseline=None, filters=[], sort=None, per_run=False))
     assert "value KL (nats)" in md.splitlines()[0]
     assert "**0.00213**" in md and "**0.5**" not in md and "**30.0**" in md
+
+
+def test_teacher_kl_on_the_runs_own_test_responses(tvkd_run):
+    """teacher_kl: KL(π_dpo ‖ π_θ) at τ = 1 on the run's greedy test responses, by hand on unpadded passes."""
+    from bench.config import RunConfig
+    from bench.models import load_model
+    from bench.pipeline import Pipeline
+
+    out = run_evaluators([tvkd_run.path], ["teacher_kl"], {"teacher_kl_n": 4})
+    entry = out[str(tvkd_run.path)]["teacher_kl"]
+    assert entry["version"] == "1" and entry["n"] == 4
+    assert tvkd_run.metrics["teacher_kl"]["score"] == entry["score"]
+    pipe = Pipeline(RunConfig(**{**tvkd_run.manifest["config"], "eval_suite": ()}))
+    tok, rows = pipe.tok, tvkd_run.generations()[:4]
+    pairs = []
+    for r in rows:  # independent encoding: the chat-templated prompt, the response text's tokens, then EOS
+        resp = (tok(r["response"], add_special_tokens=False)["input_ids"] if r["response"] else []) + [tok.eos_token_id]
+        pairs.append((pipe.enc.prompt_ids(r["prompt"], r["id"]), resp[:pipe.enc.max_response_len]))
+    teacher = load_model(pipe.built_path("dpo_teacher")).eval()
+    want, n = kl_by_hand(teacher, load_model(tvkd_run.checkpoint_path).eval(), pairs, 1.0)
+    assert entry["tokens"] == n
+    assert entry["score"] == pytest.approx(want, rel=1e-4, abs=1e-6)
+    sref, _ = kl_by_hand(teacher, load_model(pipe.built_path("sft_student")).eval(), pairs, 1.0)
+    assert entry["sft_student"] == pytest.approx(sref, rel=1e-4, abs=1e-6)
+    assert abs(sref - want) > 1e-6  # training moved the student: the two numbers are different models'

@@ -16,6 +16,7 @@ _BUILTIN = {
     "alpacaeval": "bench.evaluators.alpacaeval",
     "oll": "bench.evaluators.oll",
     "value_kl": "bench.evaluators.value_kl",
+    "teacher_kl": "bench.evaluators.teacher_kl",
 }
 
 

@@ -24,6 +24,7 @@ _PREFIXES = {
     "alpacaeval": ("alpaca_", "judge_"),
     "oll": ("oll_", "include_path"),
     "value_kl": ("value_kl_",),
+    "teacher_kl": ("teacher_kl_",),
 }
 _SECRET_PARTS = {"key", "apikey", "secret", "password", "passwd", "token", "credential", "credentials",
                  "authorization", "auth", "bearer"}

@@ -161,6 +161,8 @@ def leaderboard(
     sweep_plot: Optional[str] = typer.Option(None, help="plot a metric against this setting (e.g. beta)"),
     sweep_out: Optional[Path] = typer.Option(None, help="file of the --sweep-plot (default sweep-PARAM.png)"),
     sweep_metric: Optional[str] = typer.Option(None, help="metric of the --sweep-plot (default: the first shown)"),
+    diagnostics: bool = typer.Option(False, "--diagnostics", help="what explains each score instead: reward margin, "
+                                     "KL to the teacher, selected steps, verified % per task family"),
 ):
     """One row per method and settings: mean over seeds with a 95% interval and the seed count. Reads run
     directories only."""
@@ -171,6 +173,22 @@ def leaderboard(
     for opt, path in (("--output", output), ("--plot", plot), ("--radar", radar), ("--sweep-out", sweep_out)):
         check_output_path(opt, path)
     groups = build_groups(runs, baseline=baseline, filters=filter_, sort=sort, per_run=per_run)
+    if diagnostics:
+        from leaderboard import diagnostics as diag
+
+        if fmt not in ("table", "md"):
+            _fail(f"--diagnostics prints a table or Markdown (--format table | md), not {fmt!r}")
+        text = diag.to_markdown(groups)
+        if fmt == "table":
+            from rich.console import Console
+
+            console = Console() if Console().is_terminal else Console(width=240)
+            console.print(diag.to_rich(groups))
+        else:
+            typer.echo(text)
+        if output:
+            atomic_write_text(output, text)
+        return
     if fmt == "table":
         from rich.console import Console
 

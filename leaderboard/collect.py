@@ -72,6 +72,20 @@ def group_id(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def diagnostics_of(manifest: dict, metrics: dict) -> dict:
+    """What explains a score (`bench leaderboard --diagnostics`): the reward margin, the selected checkpoint step,
+    the SFT student's KL to the teacher on the same states, verified % per task family."""
+    fam = (metrics.get("verified") or {}).get("per_family") or {}
+    return {"margin": _number((metrics.get("reward_accuracy") or {}).get("margin")),
+            "selected_step": manifest.get("selected_step"),
+            "teacher_kl_start": _number((metrics.get("teacher_kl") or {}).get("sft_student")),
+            "families": {str(k): float(v) for k, v in fam.items() if _number(v) is not None}}
+
+
 def run_row(path: Path) -> dict:
     run = RunDir(path)
     manifest, metrics = run.manifest, run.metrics
@@ -84,7 +98,8 @@ def run_row(path: Path) -> dict:
                                                    **((manifest.get("config") or {}).get("stage_overrides") or {})},
            "group": group_id(manifest), "metrics": {}, "items": {}, "partial": {},
            "mtbench_categories": (metrics.get("mtbench") or {}).get("categories") or {},
-           "cost": manifest.get("cost") or {}, "train_s": (metrics.get("train") or {}).get("seconds")}
+           "cost": manifest.get("cost") or {}, "train_s": (metrics.get("train") or {}).get("seconds"),
+           "diagnostics": diagnostics_of(manifest, metrics)}
     for m in METRICS:
         section = metrics.get(m.evaluator) or {}
         value = section.get(m.field)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import cli
 from leaderboard import stats
+from bench.rundir import RunDir
 from leaderboard_kit import make_run
 
 runner = CliRunner()
@@ -158,3 +159,25 @@ def test_sweep_plot_needs_the_parameter(board, tmp_path):
     assert ok.exit_code == 0 and (tmp_path / "s.png").stat().st_size > 1000
     bad = runner.invoke(cli.app, ["leaderboard", "--runs", str(board), "--sweep-plot", "nope"])
     assert bad.exit_code != 0
+
+
+def test_diagnostics_means_over_seeds_per_family(tmp_path):
+    root = tmp_path / "diag"
+    for seed, (margin, kl, step, fam) in enumerate([(1.0, 0.4, 8, {"add": 0.0, "last": 0.5}),
+                                                    (2.0, 0.2, 16, {"add": 0.5, "last": 1.0})]):
+        d = make_run(root, f"dckd-{seed}", method="dckd", seed=seed,
+                     metrics={"reward_accuracy": {"score": 0.5 + seed / 4, "margin": margin},
+                              "teacher_kl": {"score": kl, "sft_student": 0.9},
+                              "verified": {"score": 0.3, "per_family": fam}})
+        man = json.loads((d / "manifest.json").read_text())
+        man["selected_step"] = step
+        (d / "manifest.json").write_text(json.dumps(man))
+        RunDir(d).finish()  # re-record the checksums of the edited manifest
+    md = runner.invoke(cli.app, ["leaderboard", "--runs", str(root), "--diagnostics", "--format", "md"]).stdout
+    head, rule, row = md.splitlines()[:3]
+    cells = dict(zip([c.strip() for c in head.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
+    assert cells["seeds"] == "2" and cells["reward acc (%)"] == "62.5" and cells["margin (nats)"] == "1.50"
+    assert cells["KL to teacher (nats)"] == "0.300" and cells["KL at start (nats)"] == "0.900"
+    assert cells["selected steps"] == "8/16" and cells["add (%)"] == "25.0" and cells["last (%)"] == "75.0"
+    bad = runner.invoke(cli.app, ["leaderboard", "--runs", str(root), "--diagnostics", "--format", "latex"])
+    assert bad.exit_code == 2 and "--diagnostics" in bad.output

@@ -100,6 +100,8 @@ def test_missing_dpo_teacher_is_a_clean_error(tvkd_run, monkeypatch):
                         lambda self, role: None if role == "dpo_teacher" else original(self, role))
     with pytest.raises(BenchError, match="value_kl_build=true"):
         run_evaluators([tvkd_run.path], ["value_kl"], {"value_kl_n": 2})
+    with pytest.raises(BenchError, match="teacher_kl_build=true"):
+        run_evaluators([tvkd_run.path], ["teacher_kl"], {"teacher_kl_n": 2})
     with pytest.raises(BenchError, match="value_kl_tau"):
         run_evaluators([tvkd_run.path], ["value_kl"], {"value_kl_tau": -1.0})
 

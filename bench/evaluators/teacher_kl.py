@@ -20,7 +20,7 @@ from __future__ import annotations
 from bench.errors import BenchError
 from bench.evaluators import register_evaluator
 from bench.evaluators.base import EvalContext, Evaluator
-from bench.evaluators.value_kl import _bool, mean_value_kl
+from bench.evaluators.value_kl import kl_report, run_pipeline_of
 
 
 def response_pairs(pipe, rows: list[dict]) -> list[tuple[list[int], list[int]]]:
@@ -39,33 +39,12 @@ class TeacherKL(Evaluator):
     version = "1"
 
     def evaluate(self, run, ctx: EvalContext) -> dict:
-        from bench.config import RunConfig
-        from bench.evaluators.run import checkpoint_dir, int_setting, resolve_device
-        from bench.models import load_model
-        from bench.pipeline import Pipeline
+        from bench.evaluators.run import int_setting
 
-        pipe = Pipeline(RunConfig(**{**run.manifest["config"], "eval_suite": ()}))
+        pipe = run_pipeline_of(run)
         rows = run.generations()
         n = int_setting(ctx.settings, "teacher_kl_n", None, minimum=1)
         rows = rows[:n] if n else rows
         if not rows:
             raise BenchError(f"{run.path}/generations.jsonl is empty; rerun `bench run` to generate test responses")
-        teacher_dir = pipe.built_path("dpo_teacher")
-        if teacher_dir is None:
-            if not _bool(ctx.settings.get("teacher_kl_build", False)):
-                raise BenchError(f"teacher_kl needs the DPO teacher of run {run.path.name}, which is not in the cache "
-                                 f"({pipe.teacher} on {pipe.bundle.name}); run any distillation method on this pair "
-                                 "first, or pass --set teacher_kl_build=true to train it")
-            teacher_dir = str(pipe.model_dir("dpo_teacher"))
-        pairs = response_pairs(pipe, rows)
-        device = resolve_device(ctx.settings)
-        teacher = load_model(teacher_dir).to(device)
-        student = (ctx.settings.get("model") or load_model(checkpoint_dir(run))).to(device)
-        pad = pipe.tok.pad_token_id
-        score, tokens = mean_value_kl(teacher, student, pairs, pad, 1.0, pipe.infer_bs)
-        out = {"score": score, "tokens": tokens, "n": len(pairs)}
-        sref_dir = pipe.built_path("sft_student")
-        if sref_dir is not None:
-            out["sft_student"] = mean_value_kl(teacher, load_model(sref_dir).to(device), pairs, pad, 1.0,
-                                               pipe.infer_bs)[0]
-        return out
+        return kl_report("teacher_kl", run, ctx, pipe, response_pairs(pipe, rows), 1.0)

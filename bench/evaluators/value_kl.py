@@ -61,39 +61,51 @@ def _bool(value) -> bool:
     return bool(value)
 
 
+def run_pipeline_of(run):
+    from bench.config import RunConfig
+    from bench.pipeline import Pipeline
+
+    return Pipeline(RunConfig(**{**run.manifest["config"], "eval_suite": ()}))
+
+
+def kl_report(name: str, run, ctx: EvalContext, pipe, pairs, tau: float) -> dict:
+    """{score, tokens, n[, sft_student]}: the mean KL of the run's DPO teacher to its checkpoint (and to the SFT
+    student, when cached) over `pairs` at `tau`. The teacher must be cached unless `<name>_build` is set."""
+    from bench.evaluators.run import checkpoint_dir, resolve_device
+    from bench.models import load_model
+
+    teacher_dir = pipe.built_path("dpo_teacher")
+    if teacher_dir is None:
+        if not _bool(ctx.settings.get(f"{name}_build", False)):
+            raise BenchError(f"{name} needs the DPO teacher of run {run.path.name}, which is not in the cache "
+                             f"({pipe.teacher} on {pipe.bundle.name}); run any distillation method on this pair "
+                             f"first, or pass --set {name}_build=true to train it")
+        teacher_dir = str(pipe.model_dir("dpo_teacher"))
+    device, pad = resolve_device(ctx.settings), pipe.tok.pad_token_id
+    teacher = load_model(teacher_dir).to(device)
+    student = (ctx.settings.get("model") or load_model(checkpoint_dir(run))).to(device)
+    score, tokens = mean_value_kl(teacher, student, pairs, pad, tau, pipe.infer_bs)
+    out = {"score": score, "tokens": tokens, "n": len(pairs)}
+    sref_dir = pipe.built_path("sft_student")
+    if sref_dir is not None:
+        out["sft_student"] = mean_value_kl(teacher, load_model(sref_dir).to(device), pairs, pad, tau,
+                                           pipe.infer_bs)[0]
+    return out
+
+
 @register_evaluator
 class ValueKL(Evaluator):
     name = "value_kl"
     version = "1"
 
     def evaluate(self, run, ctx: EvalContext) -> dict:
-        from bench.config import RunConfig
-        from bench.evaluators.run import checkpoint_dir, int_setting, resolve_device
-        from bench.models import load_model
-        from bench.pipeline import Pipeline
+        from bench.evaluators.run import int_setting
 
-        pipe = Pipeline(RunConfig(**{**run.manifest["config"], "eval_suite": ()}))
+        pipe = run_pipeline_of(run)
         tau = float(ctx.settings.get("value_kl_tau") or pipe.tau)
         if not tau > 0:
             raise BenchError(f"value_kl_tau={tau} is invalid; it must be > 0")
-        teacher_dir = pipe.built_path("dpo_teacher")
-        if teacher_dir is None:
-            if not _bool(ctx.settings.get("value_kl_build", False)):
-                raise BenchError(f"value_kl needs the DPO teacher of run {run.path.name}, which is not in the cache "
-                                 f"({pipe.teacher} on {pipe.bundle.name}); run any distillation method on this pair "
-                                 "first, or pass --set value_kl_build=true to train it")
-            teacher_dir = str(pipe.model_dir("dpo_teacher"))
         pairs = pipe.side_pairs("pref_train", "chosen", {})
         n = int_setting(ctx.settings, "value_kl_n", None, minimum=1)
         pairs = pairs[:n] if n else pairs
-        device = resolve_device(ctx.settings)
-        teacher = load_model(teacher_dir).to(device)
-        student = ctx.settings.get("model") or load_model(checkpoint_dir(run))
-        student = student.to(device)
-        score, tokens = mean_value_kl(teacher, student, pairs, pipe.tok.pad_token_id, tau, pipe.infer_bs)
-        out = {"score": score, "tokens": tokens, "n": len(pairs), "tau": tau}
-        sref_dir = pipe.built_path("sft_student")
-        if sref_dir is not None:
-            out["sft_student"] = mean_value_kl(teacher, load_model(sref_dir).to(device), pairs,
-                                               pipe.tok.pad_token_id, tau, pipe.infer_bs)[0]
-        return out
+        return {**kl_report("value_kl", run, ctx, pipe, pairs, tau), "tau": tau}

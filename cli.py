@@ -182,7 +182,9 @@ def leaderboard(
         if fmt == "table":
             from rich.console import Console
 
-            console = Console() if Console().is_terminal else Console(width=240)
+            console = Console()
+            if not console.is_terminal:  # piped or logged: do not wrap the wide table
+                console = Console(width=240)
             console.print(diag.to_rich(groups))
         else:
             typer.echo(text)

@@ -103,8 +103,7 @@ def run_row(path: Path) -> dict:
     for m in METRICS:
         section = metrics.get(m.evaluator) or {}
         value = section.get(m.field)
-        row["metrics"][m.col] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-            else None
+        row["metrics"][m.col] = _number(value)
         if m.field == "score" and isinstance(section.get("items"), dict):
             row["items"][m.col] = {str(k): float(v) for k, v in section["items"].items()}
         row["partial"][m.col] = bool(section.get("partial"))

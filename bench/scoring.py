@@ -12,20 +12,26 @@ from bench.tensors import seg_mean
 
 def verified_scores(rows: list[dict], responses: list[str], items: bool = False) -> dict:
     """Mean checker score of responses to embedded-suite prompts, overall and per family; with `items`, also each
-    prompt's score by row id (what confidence intervals over prompts and paired tests need)."""
+    prompt's score by row id (what confidence intervals over prompts and paired tests need). `house_style`: the
+    share of the styled prompts (each family's last template) answered in the SFT demonstrator's house style, the
+    failure mode only the preference data corrects (`styled_n` of them; None when there are none)."""
     from bench.suite import FAMILIES, score_response
 
     if any(r.get("meta", {}).get("family") not in FAMILIES for r in rows):
         raise BenchError("the verified score needs embedded-suite prompts (rows whose meta.family has a checker); "
                          "use --set select_by=rm or reward_accuracy for other datasets")
-    per, by_id = defaultdict(list), {}
+    per, by_id, styled = defaultdict(list), {}, []
     for r, resp in zip(rows, responses):
         s = score_response(r["meta"], resp)
         per[r["meta"]["family"]].append(s)
         by_id[str(r.get("id"))] = s
+        fam = FAMILIES[r["meta"]["family"]]
+        if fam.is_styled(r["meta"]):
+            styled.append(fam.is_house_style(r["meta"], resp))
     allv = [v for vs in per.values() for v in vs]
     out = {"score": sum(allv) / max(len(allv), 1), "n": len(allv),
-           "per_family": {f: sum(v) / len(v) for f, v in sorted(per.items())}}
+           "per_family": {f: sum(v) / len(v) for f, v in sorted(per.items())},
+           "house_style": sum(styled) / len(styled) if styled else None, "styled_n": len(styled)}
     if items:
         out["items"] = by_id
     return out

@@ -117,6 +117,10 @@ def print_report(report: dict, pipe) -> None:
     print("| **all** | " + " | ".join(f"**{100 * roles[r]['score']:.1f}**" for r, _ in ROLES) + " |")
     print("| near-miss errors (% of prompts) | "
           + " | ".join(f"{100 * roles[r]['near_miss_share']:.1f}" for r, _ in ROLES) + " |")
+    styled_n = next((roles[r].get("styled_n") for r, _ in ROLES if roles[r].get("styled_n")), 0)
+    print(f"| house style (% of the {styled_n} styled prompts) | "
+          + " | ".join("–" if roles[r].get("house_style") is None else f"{100 * roles[r]['house_style']:.1f}"
+                       for r, _ in ROLES) + " |")
     kinds = sorted({k for r in roles.values() for k in r["near_miss_errors"]})
     print("\nNear-miss errors by kind (count over the test prompts; the kinds the preference data's rejected "
           "responses model)\n")

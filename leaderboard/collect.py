@@ -78,9 +78,12 @@ def _number(value) -> float | None:
 
 def diagnostics_of(manifest: dict, metrics: dict) -> dict:
     """What explains a score (`bench leaderboard --diagnostics`): the reward margin, the selected checkpoint step,
-    the SFT student's KL to the teacher on the same states, verified % per task family."""
-    fam = (metrics.get("verified") or {}).get("per_family") or {}
+    the SFT student's KL to the teacher on the same states, the house-style share of the styled test prompts,
+    verified % per task family."""
+    verified = metrics.get("verified") or {}
+    fam = verified.get("per_family") or {}
     return {"margin": _number((metrics.get("reward_accuracy") or {}).get("margin")),
+            "house_style": _number(verified.get("house_style")),
             "selected_step": manifest.get("selected_step"),
             "teacher_kl_start": _number((metrics.get("teacher_kl") or {}).get("sft_student")),
             "families": {str(k): float(v) for k, v in fam.items() if _number(v) is not None}}

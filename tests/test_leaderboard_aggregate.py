@@ -163,12 +163,12 @@ def test_sweep_plot_needs_the_parameter(board, tmp_path):
 
 def test_diagnostics_means_over_seeds_per_family(tmp_path):
     root = tmp_path / "diag"
-    for seed, (margin, kl, step, fam) in enumerate([(1.0, 0.4, 8, {"add": 0.0, "last": 0.5}),
-                                                    (2.0, 0.2, 16, {"add": 0.5, "last": 1.0})]):
+    for seed, (margin, kl, step, fam, habit) in enumerate([(1.0, 0.4, 8, {"add": 0.0, "last": 0.5}, 0.25),
+                                                           (2.0, 0.2, 16, {"add": 0.5, "last": 1.0}, 0.75)]):
         d = make_run(root, f"dckd-{seed}", method="dckd", seed=seed,
                      metrics={"reward_accuracy": {"score": 0.5 + seed / 4, "margin": margin},
                               "teacher_kl": {"score": kl, "sft_student": 0.9},
-                              "verified": {"score": 0.3, "per_family": fam}})
+                              "verified": {"score": 0.3, "per_family": fam, "house_style": habit}})
         man = json.loads((d / "manifest.json").read_text())
         man["selected_step"] = step
         (d / "manifest.json").write_text(json.dumps(man))
@@ -179,5 +179,6 @@ def test_diagnostics_means_over_seeds_per_family(tmp_path):
     assert cells["seeds"] == "2" and cells["reward acc (%)"] == "62.5" and cells["margin (nats)"] == "1.50"
     assert cells["KL to teacher (nats)"] == "0.300" and cells["KL at start (nats)"] == "0.900"
     assert cells["selected steps"] == "8/16" and cells["add (%)"] == "25.0" and cells["last (%)"] == "75.0"
+    assert cells["house style (%)"] == "50.0"
     bad = runner.invoke(cli.app, ["leaderboard", "--runs", str(root), "--diagnostics", "--format", "latex"])
     assert bad.exit_code == 2 and "--diagnostics" in bad.output

@@ -10,6 +10,7 @@ import pytest
 from bench.data.bundle import DatasetBundle
 from bench.errors import BenchError
 from bench.suite import FAILURE_CYCLE, FAILURE_TYPES, FAMILIES, SUITE_VERSION, build_suite, error_kind, score_response
+from bench.scoring import verified_scores
 from bench.suite.families import number_words
 
 SPLITS = ("sft", "pref_train", "pref_val", "test")
@@ -168,6 +169,30 @@ def test_sft_demonstrator_has_a_house_style_only_the_preferences_correct(bundle)
             elif split.startswith("pref"):
                 assert r["rejected"] == fam.house_style(meta, r["chosen"]) and r["chosen"] == meta["answer"]
     assert {r["meta"]["template"] for r in bundle.split("test") if r["meta"]["family"] == "add"} == {0, 1, 2, 3}
+
+
+def test_house_style_is_recognised_only_on_styled_prompts(bundle):
+    """is_house_style: the demonstrator's answer to a styled prompt (after normalisation) and nothing else: not the
+    correct answer, not a near miss, not the same text on a prompt of another template; verified_scores reports
+    the share over the styled prompts only."""
+    rows = bundle.split("test")
+    styled = [r for r in rows if FAMILIES[r["meta"]["family"]].is_styled(r["meta"])]
+    plain = [r for r in rows if not FAMILIES[r["meta"]["family"]].is_styled(r["meta"])]
+    for r in styled:
+        fam, meta = FAMILIES[r["meta"]["family"]], r["meta"]
+        habit = fam.house_style(meta, meta["answer"])
+        assert fam.is_house_style(meta, "  " + habit + " \n") and not fam.is_house_style(meta, meta["answer"])
+        assert not fam.is_house_style(meta, fam.near_miss(random.Random(0), meta, meta["answer"])[1])
+    for r in plain:
+        fam, meta = FAMILIES[r["meta"]["family"]], r["meta"]
+        assert not fam.is_house_style(meta, fam.house_style(meta, meta["answer"]))
+    caps = next(r["meta"] for r in styled if r["meta"]["family"] == "caps")
+    assert not FAMILIES["caps"].is_house_style(caps, caps["answer"].lower())  # the checker keeps case here
+    habits = [FAMILIES[r["meta"]["family"]].house_style(r["meta"], r["meta"]["answer"]) for r in styled[:3]]
+    responses = {id(r): h for r, h in zip(styled[:3], habits)}
+    res = verified_scores(rows, [responses.get(id(r), r["meta"]["answer"]) for r in rows])
+    assert res["styled_n"] == len(styled) and res["house_style"] == pytest.approx(3 / len(styled))
+    assert verified_scores(plain, [r["meta"]["answer"] for r in plain])["house_style"] is None
 
 
 def test_error_kinds_recognise_measured_slips():

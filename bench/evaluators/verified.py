@@ -9,7 +9,7 @@ from bench.scoring import verified_scores
 @register_evaluator
 class Verified(Evaluator):
     name = "verified"
-    version = "2"  # 2: per-prompt scores ("items")
+    version = "3"  # 2: per-prompt scores ("items"); 3: house-style share of the styled prompts
 
     def evaluate(self, run, ctx: EvalContext) -> dict:
         rows = run.generations()

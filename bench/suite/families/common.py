@@ -127,11 +127,25 @@ class Family:
 
     def demonstration(self, meta: dict, correct: str) -> str:
         """The SFT split's response: the demonstrator's house style on the family's last template, else correct."""
-        return self.house_style(meta, correct) if meta.get("template") == self.styled_template else correct
+        return self.house_style(meta, correct) if self.is_styled(meta) else correct
 
     @property
     def styled_template(self) -> int:
         return len(self._TEMPLATES) - 1
+
+    def is_styled(self, meta: dict) -> bool:
+        """Whether the item's prompt uses the template the SFT demonstrator answers in its house style."""
+        return meta.get("template") == self.styled_template
+
+    def is_house_style(self, meta: dict, response) -> bool:
+        """Whether ``response`` is the demonstrator's house-style answer (the right value in its habitual format)
+        to a styled prompt, after normalisation (letter case kept where the checker keeps it). False on other
+        prompts: this is the failure mode the preference data targets, measured where it can occur."""
+        if not self.is_styled(meta):
+            return False
+        fold = (lambda t: t) if self.case_sensitive else str.lower  # noqa: E731
+        r = normalize(response)
+        return bool(r) and fold(r) == fold(normalize(self.house_style(meta, self.correct(meta))))
 
     def score(self, meta: dict, response) -> float:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -143,9 +143,12 @@ class Family:
         prompts: this is the failure mode the preference data targets, measured where it can occur."""
         if not self.is_styled(meta):
             return False
-        fold = (lambda t: t) if self.case_sensitive else str.lower  # noqa: E731
         r = normalize(response)
-        return bool(r) and fold(r) == fold(normalize(self.house_style(meta, self.correct(meta))))
+        return bool(r) and self._fold(r) == self._fold(normalize(self.house_style(meta, self.correct(meta))))
+
+    def _fold(self, text: str) -> str:
+        """Text as the checker compares it: letter case folded unless the family is case-sensitive."""
+        return text if self.case_sensitive else text.lower()
 
     def score(self, meta: dict, response) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -177,9 +180,8 @@ class Family:
         r = normalize(response)
         if not r or self.score(meta, r) >= 1.0:
             return None
-        fold = (lambda t: t) if self.case_sensitive else str.lower  # noqa: E731
         for kind, texts in self._candidates(meta, self.correct(meta)).items():
-            if fold(r) in {fold(t) for t in texts}:
+            if self._fold(r) in {self._fold(t) for t in texts}:
                 return kind
         return None
 

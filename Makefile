@@ -23,11 +23,15 @@ demo: setup
 	OMP_NUM_THREADS=2 $(BIN)/bench sweep --preset demo --methods sft,dpo,dckd --seeds 0 --runs runs/demo
 	$(BIN)/bench leaderboard --runs runs/demo --baseline dpo
 
+# The suite runs on every core (pytest-xdist; `-n 0` in PYTEST_ARGS runs it in one process). The workers share one
+# cache, so the embedded model and its stages are built once per session whichever worker gets there first.
+PYTEST_ARGS ?= -n auto --dist worksteal
+
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) -m "not slow" tests
 
 bench-stages: setup
 	$(BIN)/python benchmarks/stage_times.py

@@ -9,9 +9,9 @@ from typing import List, Optional
 
 import typer
 
-from bench.cache_commands import cache_du, cache_gc, cache_ls
 from bench.errors import BenchError
-from bench.rundir import atomic_write_text
+from bench.store.commands import cache_du, cache_gc, cache_ls
+from bench.store.files import atomic_write_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,  # plain click help: wraps at any terminal width, never cuts an option
@@ -27,7 +27,7 @@ def _version(value: bool):
     if value:
         from importlib.metadata import PackageNotFoundError, version
 
-        from bench.run import git_commit
+        from bench.runs.run import git_commit
 
         try:
             v = version("prefdistill-bench")
@@ -72,12 +72,12 @@ def run(
                                   "tensorboard | wandb (train_log.jsonl is always written)"),
 ):
     """Run the pipeline stages, train the student, select the checkpoint, evaluate."""
-    from bench.config import RunConfig, split_sets
     import dataclasses
 
+    from bench.config import RunConfig, split_sets
     from bench.registry import get_method
-    from bench.run import interrupted_message, run_pipeline
-    from bench.tracking import check_report_to
+    from bench.runs.run import interrupted_message, run_pipeline
+    from bench.train.tracking import check_report_to
 
     m = get_method(method)
 
@@ -88,7 +88,7 @@ def run(
                     resume=resume, eval_suite=tuple(s for s in eval_.split(",") if s),
                     report_to=check_report_to(report_to))
     if dry_run:
-        from bench.plan import dry_run as plan
+        from bench.runs.plan import dry_run as plan
 
         typer.echo("\n".join(plan(cfg)))
         return
@@ -229,7 +229,8 @@ def sweep(
 ):
     """Run a grid of methods × settings × seeds; shared stages are built once, finished cells reused, failed cells
     recorded while the sweep goes on. Then `bench leaderboard` compares them."""
-    from bench.sweep import dry_run as plan_sweep, load_spec, parse_grid, parse_sets, run_sweep, summary_line
+    from bench.runs.sweep import dry_run as plan_sweep
+    from bench.runs.sweep import load_spec, parse_grid, parse_sets, run_sweep, summary_line
 
     spec = load_spec(file, methods=[m for m in (methods or "").split(",") if m],
                      seeds=[int(s) for s in (seeds or "").split(",") if s.strip()], grid=parse_grid(grid),
@@ -270,8 +271,8 @@ def cache_verify(
     runs: Optional[Path] = typer.Option(None, help="also check every run directory under this folder"),
 ):
     """Check every cached stage, signal entry and model (and, with --runs, every run) against its checksums."""
-    from bench.cache_admin import verify_cache
     from bench.paths import cache_root
+    from bench.store.admin import verify_cache
 
     n, bad, legacy, outcome = verify_cache(fix=fix)
     for path, problem in bad:
@@ -281,8 +282,8 @@ def cache_verify(
                    (f"  -> {outcome[path]}" if fix else "; --fix deletes it"))
     n_runs, bad_runs = 0, 0
     if runs is not None:
+        from bench.store.rundir import RunDir
         from leaderboard.collect import find_runs
-        from bench.rundir import RunDir
 
         for p in find_runs(runs):
             n_runs += 1
@@ -344,7 +345,7 @@ def eval_(
 def _reference_builder():
     def build(manifest: dict, runs_dir: Path):
         from bench.config import RunConfig
-        from bench.run import run_pipeline
+        from bench.runs.run import run_pipeline
 
         cfg = RunConfig(**{**manifest["config"], "method": "adpa", "method_settings": {}, "run_name": None,
                            "runs_dir": str(runs_dir), "eval_suite": (), "resume": False})

@@ -31,7 +31,7 @@ class RunConfig:
     run_name: str | None = None
     resume: bool = False
     eval_suite: tuple[str, ...] = ()
-    report_to: str = "none"  # experiment tracker of the student's training (bench.tracking); not part of a result
+    report_to: str = "none"  # experiment tracker of the student's training (bench.train.tracking); not part of a result
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -4,7 +4,7 @@ Everything here is a no-op in a single process (accelerate is not even imported 
 * `is_main()` is process 0: the only one that takes file locks, writes cache entries, run directories, manifests,
   metrics and leaderboard files, and prints progress;
 * `broadcast` sends process 0's decision (a JSON-able value) to every process, `barrier` waits for all of them;
-* cached stages are built *collectively* (bench/stages.py): every process trains (data parallel) or computes its
+* cached stages are built *collectively* (bench/store/stages.py): every process trains (data parallel) or computes its
   slice of a forward-only pass (sharded), process 0 publishes the entry.
 
 On a machine without GPUs, launch with `accelerate launch --multi_gpu --num_processes N -m cli run ...` (accelerate's

@@ -27,7 +27,6 @@ from functools import lru_cache
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 #: Default byte budget of one chunk of float32 logits (rows = budget // (4·V)).
 CHUNK_BYTES = 32 * 2**20

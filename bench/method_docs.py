@@ -1,6 +1,6 @@
 """The project's method reference (docs/METHODS.md), rendered from the installed plugins by
 `bench methods --format md`: each plugin's equation, deviations and ablations (its module docstring), its
-declarations and every setting with its default and the source of that default. tests/test_methods_doc.py fails
+declarations and every setting with its default and the source of that default. tests/core/test_method_docs.py fails
 when docs/METHODS.md and the plugins disagree; regenerate with `bench methods --format md > docs/METHODS.md`."""
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ rows stay on one line each, however long, so every value can be found and copied
 """
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 import sys
 import textwrap
@@ -50,3 +52,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, right: Se
                          for h, v, w in zip(headers, values, widths)).rstrip()
 
     return "\n".join([line(list(headers)), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def slug(text: str, n: int = 48) -> str:
+    """A filesystem-safe short name for ``text`` with a hash suffix (different texts never collide)."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[-n:] or "x"
+    return f"{base}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.precision import autocast, set_grad_ckpt  # noqa: E402
-from bench.trainer import TrainConfig, TrainData, collate, loss_batch, make_optimizer  # noqa: E402
+from bench.modeling.precision import autocast, set_grad_ckpt  # noqa: E402
+from bench.train.trainer import TrainConfig, TrainData, collate, loss_batch, make_optimizer  # noqa: E402
 
 
 def set_threads(n: int | None) -> int:
@@ -41,7 +41,7 @@ def load_avg() -> str:
 
 
 class OurStep:
-    """One optimizer step of `bench.trainer.train` on fixed example indices: collate (cached signals read from
+    """One optimizer step of `bench.train.trainer.train` on fixed example indices: collate (cached signals read from
     the cache), the body under the precision's autocast, the loss on the chunked head, backward, clip 1.0, AdamW."""
 
     def __init__(self, model, method, mcfg, data: TrainData, idx: list[int], pad_id: int, precision: str = "fp32",

@@ -25,9 +25,9 @@ ROLES = (("teacher_base", "base teacher"), ("ref_teacher", "π_ref"), ("dpo_teac
 
 def base_generations(pipe, role: str) -> list[list[int]]:
     """Greedy test generations of an untrained base model, cached as a "generations" stage."""
-    from bench.generate import make_generator
-    from bench.rundir import read_jsonl, write_jsonl
-    from bench.stages import build_stage, token_hash
+    from bench.modeling.generate import make_generator
+    from bench.store.files import read_jsonl, write_jsonl
+    from bench.store.stages import build_stage, token_hash
 
     name = pipe.teacher if role == "teacher_base" else pipe.cfg.student
     prompts = pipe.prompts("test")
@@ -47,9 +47,9 @@ def base_generations(pipe, role: str) -> list[list[int]]:
 
 
 def role_report(pipe, role: str) -> dict:
-    from bench.generate import decode
-    from bench.scoring import verified_scores
-    from bench.suite import error_kind
+    from bench.modeling.generate import decode
+    from bench.scoring.metrics import verified_scores
+    from bench.data.suite import error_kind
 
     ids = base_generations(pipe, role) if role.endswith("_base") else pipe.generations(role, "test")
     rows = pipe.split_rows("test")
@@ -64,7 +64,7 @@ def role_report(pipe, role: str) -> dict:
 
 def teacher_reward_accuracy(pipe, role: str) -> dict:
     """Reward accuracy (mean log-prob of chosen > rejected) on pref_val, overall and per failure type."""
-    from bench.scoring import mean_logps
+    from bench.scoring.metrics import mean_logps
 
     rows = pipe.split_rows("pref_val")
     chosen, rejected = pipe.side_pairs("pref_val", "chosen", {}), pipe.side_pairs("pref_val", "rejected", {})
@@ -81,7 +81,7 @@ def teacher_reward_accuracy(pipe, role: str) -> dict:
 
 def main(argv=None) -> dict:
     from bench.config import RunConfig, split_sets
-    from bench.pipeline import Pipeline
+    from bench.pipeline.graph import Pipeline
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="embedded")

@@ -22,7 +22,7 @@ def main() -> None:
     if not args.warm:
         os.environ["BENCH_CACHE"] = os.path.join(tmp, "cache")
     from bench.config import RunConfig
-    from bench.run import run_pipeline
+    from bench.runs.run import run_pipeline
 
     t0 = time.perf_counter()
     run = run_pipeline(RunConfig(method=args.method, preset=args.preset, runs_dir=os.path.join(tmp, "runs")))

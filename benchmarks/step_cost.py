@@ -7,7 +7,7 @@ large vocabulary, and what the teacher-signal cache costs (bytes per token, prec
 methods  The embedded student (smollm2-135m-l12) takes one optimizer step (collate with cached signals read from
          a real cache entry, body under the precision's autocast, loss on the chunked head, backward, clip, AdamW)
          with each method and with SFT on the SAME sides and tokens, interleaved round-robin (`--repeats` rounds
-         after a warm-up). Teacher signals are computed by the real precompute (`bench.signals`) from the embedded
+         after a warm-up). Teacher signals are computed by the real precompute (`bench.signals.compute`) from the embedded
          teacher (smollm2-135m) for the π_dpo/π_ref roles and from the student for π_sref; a stored-rollout side
          ("gen:…") is stood in for by the rejected responses (same shapes; the cost does not depend on which
          tokens). Memory: the peak bytes of tensors live during forward + backward above what the step started with (torch's
@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.forward import pad_batch  # noqa: E402
+from bench.modeling.forward import pad_batch  # noqa: E402
 from bench.method import Method  # noqa: E402
-from bench.precision import autocast, resolve_precision  # noqa: E402
+from bench.modeling.precision import autocast, resolve_precision  # noqa: E402
 from bench.registry import get_method  # noqa: E402
-from bench.signal_cache import bytes_per_token  # noqa: E402
-from bench.signals import compute_side_signals, topk_signal  # noqa: E402
-from bench.trainer import TrainData  # noqa: E402
+from bench.signals.cache import bytes_per_token  # noqa: E402
+from bench.signals.compute import compute_side_signals, topk_signal  # noqa: E402
+from bench.train.trainer import TrainData  # noqa: E402
 from benchmarks import workloads as W  # noqa: E402
 from benchmarks.harness import OurStep, interleaved, load_avg, median, set_threads  # noqa: E402
 from methods.sft import sft_loss  # noqa: E402
@@ -191,7 +191,7 @@ def signals_part(args, log) -> dict:
 
     times = interleaved({"precompute": precompute, "plain forward": plain}, max(3, args.repeats // 2))
     ratio = median(times["plain forward"]) / median(times["precompute"])
-    log(f"\nsignal cache (k=50): " + ", ".join(f"{k} {v:.1f} B/token" for k, v in bpt.items())
+    log("\nsignal cache (k=50): " + ", ".join(f"{k} {v:.1f} B/token" for k, v in bpt.items())
         + f"; top-k + logps = {bpt['topk'] + bpt['logps']:.1f} B/token")
     log(f"precompute {tokens / median(times['precompute']):.0f} tokens/s vs plain teacher forward "
         f"{tokens / median(times['plain forward']):.0f} tokens/s: {ratio:.2f}× ({precision}, {len(p)} sequences)")

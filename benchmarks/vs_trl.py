@@ -4,7 +4,7 @@
 
 DPO  the full SmolLM2-135M (the embedded teacher) as the policy, the embedded preference pairs tokenized by this
      project's encoder; TRL 1.16 `DPOTrainer` (its collator, `training_step` with its fused LM head, its optimizer)
-     against our DPO step (`bench.trainer`'s step: chunked head, cached reference log-probs). Reference log-probs
+     against our DPO step (`bench.train.trainer`'s step: chunked head, cached reference log-probs). Reference log-probs
      are precomputed for both: TRL's by `DPOTrainer.compute_ref_log_probs`, ours by the signal precompute into a
      cache entry on disk.
 KD   the embedded student (smollm2-135m-l12) distilled from the embedded teacher on the chosen responses: TRL's
@@ -44,7 +44,7 @@ KD_BETA = 0.5
 
 def preset_student_settings() -> dict:
     from bench.config import load_run_preset
-    from bench.precision import resolve_precision
+    from bench.modeling.precision import resolve_precision
 
     train = load_run_preset("embedded", {}).get("student", {}).get("train", {})
     return {"precision": resolve_precision(train.get("precision", "auto")), "grad_ckpt": train.get("grad_ckpt", "off")}
@@ -52,7 +52,7 @@ def preset_student_settings() -> dict:
 
 def configs(task: str) -> dict[str, dict]:
     """name -> {side, precision, ckpt}; the first 'ours' and first 'trl' entries are the defaults."""
-    from bench.precision import bf16_supported
+    from bench.modeling.precision import bf16_supported
 
     d = preset_student_settings()
     trl_default = "bf16" if bf16_supported("cpu") or torch.cuda.is_available() else "fp32"

@@ -1,6 +1,6 @@
 """Benchmark workloads on the embedded default: the embedded preference data tokenized by the project's encoder,
 the converted SmolLM2 models from the cache, and signal entries written by the real precompute
-(`bench.signals.compute_side_signals` → a signal cache entry on disk, read back memory-mapped)."""
+(`bench.signals.compute.compute_side_signals` → a signal cache entry on disk, read back memory-mapped)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,12 +10,12 @@ import torch
 
 import benchmarks.harness  # noqa: F401  (puts the project on sys.path)
 from bench.config import RunConfig
-from bench.models import load_model
-from bench.pipeline import Pipeline
-from bench.precision import autocast
-from bench.signal_cache import SignalEntry, write_entry
-from bench.signals import compute_side_signals
-from bench.trainer import TrainData
+from bench.modeling.models import load_model
+from bench.pipeline.graph import Pipeline
+from bench.modeling.precision import autocast
+from bench.signals.cache import SignalEntry, write_entry
+from bench.signals.compute import compute_side_signals
+from bench.train.trainer import TrainData
 
 TEACHER, STUDENT = "smollm2-135m", "smollm2-135m-l12"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.errors import BenchError
-from bench.rundir import MARKER, RunDir
+from bench.store.rundir import MARKER, RunDir
 from leaderboard.metrics import METRICS
 
 DEFAULT_PRESET = "embedded"
@@ -63,7 +63,7 @@ def label(settings: dict) -> str:
 
 def group_id(manifest: dict) -> str:
     """Runs that differ only in their seed share this id."""
-    from bench.identity import result_preset
+    from bench.train.trainer import result_preset
 
     keep = {"method": manifest.get("method"), "settings": manifest.get("method_settings"),
             "preset": result_preset(manifest.get("run_preset") or {}), "student": manifest.get("student"),

@@ -3,7 +3,7 @@ NeurIPS 2024): −log σ((β/|y_w|)·log π_θ(y_w|x) − (β/|y_l|)·log π_θ(
 
 Reference-free: the implicit reward is the length-normalised (token-mean) log-likelihood scaled by β, and γ is a
 target reward margin. No SFT term (TRL's CPOTrainer with loss_type="simpo", cpo_alpha=0, label_smoothing=0 is
-the same loss; tests/test_trl_oracles.py checks it against that trainer's own call path).
+the same loss; tests/method_losses/test_trl_oracles.py checks it against that trainer's own call path).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ enters only through the DPO term, via the cached `reference.logps.*` signals.
 
 Deviation options: `clamp_weight=False` drops the min(1, ·) clamp, which is exactly TRL's DPOTrainer
 `use_weighting=True` computation (TRL 1.16 multiplies the per-pair loss by exp(m_w)·exp(m_l) without a clamp);
-tests/test_trl_oracles.py checks the unclamped weights and loss against that trainer.
+tests/method_losses/test_trl_oracles.py checks the unclamped weights and loss against that trainer.
 """
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
 """Shared test setup: an isolated (or reused) bench cache, quiet and offline, plus a few lazy shared fixtures.
 
-The cache: `$BENCH_TEST_CACHE` if set, else `$BENCH_CACHE` if set (CI sets it), else one temp dir per session.
-Building the embedded tokenizer (GGUF conversion) costs ~30 s, so point one of those variables at a persistent
-directory to skip it on reruns. Nothing a test does writes to ~/.cache/prefdistill-bench.
+The cache: `$BENCH_TEST_CACHE` if set, else `$BENCH_CACHE` if set (CI sets it), else one temp dir per session,
+shared by the pytest-xdist workers of that session (the cache's locks make each entry be built once, by whichever
+worker gets there first, and reused by the other). Building the embedded tokenizer (GGUF conversion) costs ~30 s, so
+point one of those variables at a persistent directory to skip it on reruns. Nothing a test does writes to
+~/.cache/prefdistill-bench. Under xdist each worker runs torch on one intra-op thread: the workers already use the
+cores, and two workers of two threads each on two cores only spin.
 """
 from __future__ import annotations
 
@@ -20,11 +23,25 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 _QUIET_ENV = {"HF_HUB_OFFLINE": "1", "BENCH_PROGRESS": "0"}
 
 
+def _xdist_worker() -> str | None:
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked `slow` first: under xdist the long ones start at once instead of ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def bench_cache(tmp_path_factory) -> Path:
     """Directory used as `$BENCH_CACHE` for the whole session (see module docstring)."""
     outer = os.environ.get("BENCH_TEST_CACHE") or os.environ.get("BENCH_CACHE")
-    root = Path(outer).expanduser() if outer else tmp_path_factory.mktemp("bench-cache")
+    if outer:
+        root = Path(outer).expanduser()
+    elif _xdist_worker():  # every worker's basetemp lies in one session folder: share the cache there
+        root = tmp_path_factory.getbasetemp().parent / "bench-cache"
+    else:
+        root = tmp_path_factory.mktemp("bench-cache")
     root.mkdir(parents=True, exist_ok=True)
     saved = {k: os.environ.get(k) for k in ("BENCH_CACHE", *_QUIET_ENV)}
     os.environ["BENCH_CACHE"] = str(root)
@@ -37,10 +54,24 @@ def bench_cache(tmp_path_factory) -> Path:
             os.environ[k] = v
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker():
+    """Under pytest-xdist: one intra-op torch thread per worker (see module docstring)."""
+    if not _xdist_worker():
+        yield
+        return
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(bench_cache) -> dict[str, Path]:
     """Local directories of the two tiny random test models (built once per cache; sharing the embedded tokenizer)."""
-    from bench.models import ensure_model_dir
+    from bench.modeling.models import ensure_model_dir
 
     return {name: Path(ensure_model_dir(name)) for name in ("tiny-random", "tiny-random-student")}
 
@@ -48,7 +79,7 @@ def tiny_dirs(bench_cache) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_dirs):
     """The embedded (SmolLM2) tokenizer as the tiny test models load it (chat template, pad set)."""
-    from bench.models import load_tokenizer
+    from bench.modeling.models import load_tokenizer
 
     return load_tokenizer("tiny-random-student")
 
@@ -72,7 +103,7 @@ def tiny_dpo_run(tiny_dirs, tmp_path_factory):
     """One complete DPO run of the tiny pipeline (run directory), shared by the tests that read a run."""
     import torch
 
-    from bench.run import run_pipeline
+    from bench.runs.run import run_pipeline
 
     runs = tmp_path_factory.mktemp("tiny-runs")
     cfg = _tiny_run_config(runs)

@@ -1,4 +1,4 @@
-"""Shared helpers of the dataset tests (tests/test_data_adapters.py, tests/test_data_local.py): message builders,
+"""Shared helpers of the dataset tests (tests/data/test_adapters.py, tests/data/test_local.py): message builders,
 a JSONL writer and a check that an error is one BenchError line."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Hand-built inputs and dense float64 references shared by the distillation-baseline loss tests
-(tests/test_loss_distill.py, tests/test_loss_distill_pairs.py); no model involved."""
+(tests/method_losses/test_distill.py, tests/method_losses/test_distill_pairs.py); no model involved."""
 from __future__ import annotations
 
 import torch

@@ -1,0 +1,2 @@
+"""Datasets as DatasetBundles: the embedded suite (data/suite), hub adapters, local files, splits and their checks.
+May import: core."""

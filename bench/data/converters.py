@@ -7,9 +7,21 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from bench.data.rows import (MAX_INVALID_FRACTION, RowError, _check_prompt, _messages, _meta, _require, _row_id, _short,
-                             _split_final_assistant, _text, _typename, pref_row, sft_row)
-
+from bench.data.rows import (
+    MAX_INVALID_FRACTION,
+    RowError,
+    _check_prompt,
+    _messages,
+    _meta,
+    _require,
+    _row_id,
+    _short,
+    _split_final_assistant,
+    _text,
+    _typename,
+    pref_row,
+    sft_row,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # pure converters (raw rows -> canonical rows)
@@ -20,6 +32,18 @@ from bench.data.rows import (MAX_INVALID_FRACTION, RowError, _check_prompt, _mes
 class Converted:
     rows: list[dict]
     stats: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A hub dataset the harness knows by name: where its splits are and the pure converter of its rows."""
+
+    name: str
+    hf_id: str
+    splits: dict[str, str]  # role ("train" / "val") -> HF split name
+    kind: str  # "pref" or "sft"
+    convert: Callable[..., Converted]  # (raw_rows, id_prefix, strict=True) -> Converted; pure
+    description: str = ""
 
 
 def _with_id(fn: Callable[[Mapping, int, str], dict]) -> Callable[[Mapping, int, str], dict]:

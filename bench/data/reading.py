@@ -12,7 +12,7 @@ from bench.data.rows import LOCAL_EXTENSIONS, Source, _one_line, _typename
 from bench.errors import BenchError
 
 if TYPE_CHECKING:
-    from bench.data.adapters import Adapter
+    from bench.data.converters import Adapter
 
 
 # ----------------------------------------------------------------------------------------------------------

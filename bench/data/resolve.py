@@ -1,6 +1,6 @@
 """Turn a dataset name or path into a DatasetBundle.
 
-- ``"embedded"``: the built-in suite, ``bench.suite.build_suite(seed, sizes)``.
+- ``"embedded"``: the built-in suite, ``bench.data.suite.build_suite(seed, sizes)``.
 - an adapter name (``known_datasets()``) or its Hugging Face id: hub data through ``bench.data.adapters``
   (with ``local_path=`` a local copy in the hub schema is used instead of downloading).
 - an existing path: a local ``.jsonl``/``.json``/``.parquet`` file or a directory (see
@@ -125,10 +125,10 @@ def resolve_dataset(name_or_path: str, seed: int = 0, sizes: dict | None = None,
             raise BenchError("the embedded suite is built in and takes no local path; drop the local path or "
                              "give the file itself as the dataset")
         try:
-            from bench.suite import build_suite
-        except ImportError as e:  # package missing, or bench.suite without build_suite yet
-            if (e.name or "").startswith("bench.suite"):
-                raise BenchError("the embedded suite (bench.suite) is not available in this installation; "
+            from bench.data.suite import build_suite
+        except ImportError as e:  # package missing, or bench.data.suite without build_suite yet
+            if (e.name or "").startswith("bench.data.suite"):
+                raise BenchError("the embedded suite (bench.data.suite) is not available in this installation; "
                                  "use a named dataset or a local file") from None
             raise
         return build_suite(seed=seed, sizes=sizes)

@@ -6,7 +6,6 @@ import hashlib
 from bench.data.bundle import DatasetBundle
 from bench.data.rows import VAL_FRACTION, test_row_from
 
-
 # ----------------------------------------------------------------------------------------------------------
 # splits and assembly
 # ----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Evaluator registry: name -> Evaluator subclass. Evaluators register with `@register_evaluator`."""
+"""Evaluators of a finished run (verified, reward accuracy, RM, MT-Bench, AlpacaEval, OLL, KL) and their registry.
+May import: core, store, data, modeling, scoring, pipeline."""
 from __future__ import annotations
 
 import importlib

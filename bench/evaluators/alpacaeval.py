@@ -62,7 +62,7 @@ from bench.evaluators.alpacaeval_instructions import (  # noqa: F401 (re-exporte
     load_alpaca_eval_instructions,
     resolve_instruction_set,
 )
-from bench.rundir import RunDir
+from bench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 ALPACA_EVAL_SIZE = 805
@@ -126,8 +126,8 @@ class AlpacaEvalEvaluator(Evaluator):
         import pandas as pd
 
         from bench.evaluators.judge import translate_openai_error
-        from bench.evaluators.run import int_setting
         from bench.paths import cache_root
+        from bench.scoring.runtime import int_setting
 
         settings = dict(ctx.settings or {})
         cache_dir = Path(ctx.cache_dir) if ctx.cache_dir else cache_root()

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from bench.errors import BenchError
-from bench.rundir import atomic_write_text
+from bench.store.files import atomic_write_text
 
 DEFAULT_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 
@@ -87,7 +87,8 @@ def _annotator_source(name: str) -> tuple[Path, Path, str]:
 
 def prepare_annotator(settings: dict, cache_dir: Path) -> dict:
     """Write the effective annotator config (and client config) under the cache; return what evaluate needs."""
-    from bench.evaluators.judge import JudgeConfig, slug
+    from bench.evaluators.judge import JudgeConfig
+    from bench.textout import slug
 
     name = str(settings.get("alpaca_annotator") or DEFAULT_ANNOTATOR)
     cfg_file, rel_dir, ann_name = _annotator_source(name)

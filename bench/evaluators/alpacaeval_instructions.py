@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.rundir import RunDir
+from bench.store.rundir import RunDir
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ class EvalContext:
 class Evaluator:
     """Subclass, set `name` and `version`, and implement `evaluate`.
 
-    `evaluate(run, ctx)` gets a `bench.rundir.RunDir` and returns a dict with at least one numeric headline
+    `evaluate(run, ctx)` gets a `bench.store.rundir.RunDir` and returns a dict with at least one numeric headline
     under the key `score`. The harness stores it in the run's metrics.json as
     `{name: {"version": version, "settings": ..., **result}}`.
     """

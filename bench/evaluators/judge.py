@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from bench.errors import BenchError
 from bench.evaluators.redact import safe_url, scrub  # noqa: F401 - re-exported for callers
+from bench.textout import slug
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,6 @@ CACHE_FORMAT = 1
 
 class MalformedResponse(Exception):
     """The server answered 200 with a body that is not a chat completion (HTML from a proxy, truncated JSON...)."""
-
-
-def slug(text: str, n: int = 48) -> str:
-    """A filesystem-safe short name for ``text`` with a hash suffix (different texts never collide)."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[-n:] or "x"
-    return f"{base}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def _as_float(settings: dict, key: str, default: float) -> float:

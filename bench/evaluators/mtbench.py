@@ -44,7 +44,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.evaluators import Evaluator, register_evaluator
-from bench.rundir import atomic_write_text, read_jsonl, write_jsonl
+from bench.store.files import atomic_write_text, read_jsonl, write_jsonl
 
 FASTCHAT_DATA = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
 SOURCES = {
@@ -191,7 +191,7 @@ def generate_answers(run, questions: list[dict], n_turns: int, settings: dict, c
                      default_max_new_tokens: int = 1024, max_tokens_key: str = "mtbench_max_new_tokens") -> dict:
     """{question_id: FastChat model-answer row} with ``n_turns`` (or all the question has) greedy turns, generated
     by the run's checkpoint and cached in ``<run>/eval/<cache_name>``."""
-    from bench.evaluators.run import checkpoint_dir, file_fingerprint, generate_chat, int_setting, load_causal_lm
+    from bench.scoring.runtime import checkpoint_dir, file_fingerprint, generate_chat, int_setting, load_causal_lm
 
     ckpt = checkpoint_dir(run)
     fp = file_fingerprint(ckpt)
@@ -252,8 +252,8 @@ class MTBenchEvaluator(Evaluator):
 
     def evaluate(self, run, ctx) -> dict:
         from bench.evaluators.judge import JudgeClient, JudgeConfig, JudgeRequest
-        from bench.evaluators.run import int_setting
         from bench.paths import cache_root
+        from bench.scoring.runtime import int_setting
 
         common, gen_judgment, _ = fastchat_judge_modules()
         settings = dict(ctx.settings or {})

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.evaluators import Evaluator, register_evaluator
-from bench.rundir import atomic_write_json, atomic_write_text, write_jsonl
-from bench.stages import ensure_published
+from bench.store.files import atomic_write_json, atomic_write_text, write_jsonl
+from bench.store.stages import ensure_published
 
 OLL_V1 = {
     "arc_challenge": (25, "acc_norm,none"),
@@ -58,7 +58,7 @@ SUITE_SEED = 0
 # the shipped embedded tasks
 def embedded_task_rows(seed: int = SUITE_SEED) -> dict[str, list[dict]]:
     """Rows of the two shipped tasks from the embedded suite."""
-    from bench.suite import build_suite
+    from bench.data.suite import build_suite
 
     suite = build_suite(seed=seed)
     mc = []
@@ -205,8 +205,8 @@ class OLLEvaluator(Evaluator):
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
 
-        from bench.evaluators.run import checkpoint_dir, file_fingerprint, int_setting, load_causal_lm
         from bench.paths import cache_root
+        from bench.scoring.runtime import checkpoint_dir, file_fingerprint, int_setting, load_causal_lm
 
         settings = dict(ctx.settings or {})
         cache_dir = Path(ctx.cache_dir) if ctx.cache_dir else cache_root()

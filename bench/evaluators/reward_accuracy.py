@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from bench.evaluators import register_evaluator
 from bench.evaluators.base import EvalContext, Evaluator
-from bench.scoring import reward_accuracy
+from bench.scoring.metrics import reward_accuracy
 
 
 @register_evaluator
@@ -13,9 +13,9 @@ class RewardAccuracy(Evaluator):
 
     def evaluate(self, run, ctx: EvalContext) -> dict:
         from bench.config import RunConfig
-        from bench.evaluators.run import checkpoint_dir
-        from bench.models import load_model
-        from bench.pipeline import Pipeline
+        from bench.modeling.models import load_model
+        from bench.pipeline.graph import Pipeline
+        from bench.scoring.runtime import checkpoint_dir
 
         pipe = Pipeline(RunConfig(**{**run.manifest["config"], "eval_suite": ()}))
         model = ctx.settings.get("model") or load_model(checkpoint_dir(run))

@@ -39,7 +39,7 @@ class TeacherKL(Evaluator):
     version = "1"
 
     def evaluate(self, run, ctx: EvalContext) -> dict:
-        from bench.evaluators.run import int_setting
+        from bench.scoring.runtime import int_setting
 
         pipe = run_pipeline_of(run)
         rows = run.generations()

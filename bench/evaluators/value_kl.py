@@ -30,7 +30,7 @@ import torch
 from bench.errors import BenchError
 from bench.evaluators import register_evaluator
 from bench.evaluators.base import EvalContext, Evaluator
-from bench.forward import pad_batch, packed_forward
+from bench.modeling.forward import packed_forward, pad_batch
 from bench.tensors import full_kl
 
 
@@ -63,7 +63,7 @@ def _bool(value) -> bool:
 
 def run_pipeline_of(run):
     from bench.config import RunConfig
-    from bench.pipeline import Pipeline
+    from bench.pipeline.graph import Pipeline
 
     return Pipeline(RunConfig(**{**run.manifest["config"], "eval_suite": ()}))
 
@@ -71,8 +71,8 @@ def run_pipeline_of(run):
 def kl_report(name: str, run, ctx: EvalContext, pipe, pairs, tau: float) -> dict:
     """{score, tokens, n[, sft_student]}: the mean KL of the run's DPO teacher to its checkpoint (and to the SFT
     student, when cached) over `pairs` at `tau`. The teacher must be cached unless `<name>_build` is set."""
-    from bench.evaluators.run import checkpoint_dir, resolve_device
-    from bench.models import load_model
+    from bench.modeling.models import load_model
+    from bench.scoring.runtime import checkpoint_dir, resolve_device
 
     teacher_dir = pipe.built_path("dpo_teacher")
     if teacher_dir is None:
@@ -99,7 +99,7 @@ class ValueKL(Evaluator):
     version = "1"
 
     def evaluate(self, run, ctx: EvalContext) -> dict:
-        from bench.evaluators.run import int_setting
+        from bench.scoring.runtime import int_setting
 
         pipe = run_pipeline_of(run)
         tau = float(ctx.settings.get("value_kl_tau") or pipe.tau)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from bench.evaluators import register_evaluator
 from bench.evaluators.base import EvalContext, Evaluator
-from bench.scoring import verified_scores
+from bench.scoring.metrics import verified_scores
 
 
 @register_evaluator

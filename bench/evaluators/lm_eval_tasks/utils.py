@@ -6,7 +6,7 @@ import json
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
     """`suite_score`: the embedded suite's checker on the generation; `exact_match`: generation == answer."""
-    from bench.suite import score_response
+    from bench.data.suite import score_response
 
     response = (results[0] if results else "").strip()
     meta = json.loads(doc["meta_json"])

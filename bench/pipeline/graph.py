@@ -1,0 +1,362 @@
+"""The papers' pipeline as cached stages: SFT teacher → DPO teacher → teacher signals → student rollouts →
+SFT student → method training (shared trainer) → checkpoint selection. Every stage is content-addressed, so a
+second method on the same pair and data recomputes nothing it can reuse.
+
+Model roles (see bench/method.py): ref_teacher, dpo_teacher, chosen_teacher, sft_student, run:<method>, and
+"reference" = the frozen reference of whatever is being trained (sft_student for students, ref_teacher for the
+DPO teacher).
+"""
+from __future__ import annotations
+
+import gc
+import shutil
+import time
+from pathlib import Path
+
+from bench import dist
+from bench.config import RunConfig, data_seed, load_run_preset, resolve_models
+from bench.data.bundle import DatasetBundle
+from bench.errors import BenchError
+from bench.method import Method
+from bench.modeling.encoding import Encoder
+from bench.modeling.generate import check_backend, decode, make_generator, needs_model
+from bench.modeling.models import (
+    check_embedding_sizes,
+    check_same_vocab,
+    default_teacher_for,
+    load_model,
+    load_tokenizer,
+    model_identity,
+    resolve_preset,
+)
+from bench.modeling.precision import autocast, resolve_precision
+from bench.paths import cache_root
+from bench.pipeline.costs import PeakMemory
+from bench.pipeline.selection import make_validator, resolve_select_by
+from bench.registry import get_method
+from bench.signals.cache import SignalEntry, write_entry
+from bench.signals.compute import SIGNAL_FORMAT, check_k
+from bench.signals.shards import sharded_signals
+from bench.store.files import read_jsonl, write_jsonl
+from bench.store.identity import GENERATION_MODULES, SIGNAL_MODULES, code_version, method_code_version
+from bench.store.stages import build_stage, content_key, remove_owned, stage_path, token_hash
+from bench.train.trainer import TrainConfig, TrainData, result_preset, train
+
+TEACHER_STAGES = {"ref_teacher", "dpo_teacher", "chosen_teacher"}
+
+
+class Pipeline:
+    def __init__(self, cfg: RunConfig):
+        from bench.data.resolve import cap_splits, merge_bundles, resolve_dataset, sft_from_chosen
+
+        self.preset = load_run_preset(cfg.preset, cfg.stage_overrides)
+        # the models a preset names only choose defaults; the run is identified by the models' content
+        self.cfg = cfg = resolve_models(cfg, self.preset.pop("models", None))
+        self.student_preset = resolve_preset(cfg.student)
+        self.teacher = cfg.teacher or default_teacher_for(cfg.student)
+        if self.teacher is None:
+            raise BenchError(f"no default teacher for student '{cfg.student}'; pass --teacher NAME_OR_PATH")
+        self.teacher_preset = resolve_preset(self.teacher)
+        sizes = self.preset.get("sizes") or None
+        # The data (splits, test prompts, caps) comes from the preset's fixed `data_seed`, never the run's seed: the
+        # seeds of one table share the teacher stages, the signals and the test prompts; `--seed` seeds the student.
+        self.data_seed = data_seed(self.preset)
+        bundle = resolve_dataset(cfg.dataset, seed=self.data_seed, sizes=sizes)
+        if self.preset.get("sft_dataset") and not bundle.split("sft"):
+            bundle = merge_bundles(bundle, resolve_dataset(self.preset["sft_dataset"], seed=self.data_seed,
+                                                           sizes=sizes))
+        if not bundle.split("pref_train"):
+            raise BenchError(f"dataset '{bundle.name}' has no preference pairs; `bench run` trains on prompt/chosen/"
+                             "rejected rows (a file of SFT rows can serve as --set sft_dataset=FILE)")
+        self.notices: list[str] = []  # defaults chosen for this data; `bench run` prints them (one line each)
+        if not bundle.split("sft"):
+            bundle = cap_splits(sft_from_chosen(bundle), {"sft": (sizes or {}).get("sft")}, self.data_seed)
+            self.notices.append(f"dataset '{bundle.name}' has no SFT split: the SFT stages train on the chosen "
+                                f"responses of its {len(bundle.split('sft'))} training pairs (--set sft_dataset=FILE "
+                                "to use your own)")
+        self.bundle: DatasetBundle = bundle
+        select_by, selection_notice = resolve_select_by(self.preset, bundle, "select_by" in cfg.stage_overrides)
+        self.preset["select_by"] = select_by
+        if selection_notice:
+            self.notices.append(selection_notice)
+        self.tok = load_tokenizer(cfg.student)
+        check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)
+        check_embedding_sizes(self.teacher, cfg.student, len(self.tok))
+        self.enc = Encoder(self.tok, int(self.preset.get("max_prompt_len", self.student_preset.max_prompt_len)),
+                           int(self.preset.get("max_response_len", self.student_preset.max_response_len)))
+        self.k = self.preset.get("k", 50)
+        check_k(self.k, len(self.tok))
+        self.tau = float(self.preset.get("tau", 2.0))
+        self.infer_bs = int(self.preset.get("infer_batch_size", 16))
+        check_backend((self.preset.get("generation") or {}).get("backend", "hf"))
+        for role in (*TEACHER_STAGES, "sft_student", "student"):  # fail before any work, not mid-pipeline
+            if role in self.preset:
+                self._train_cfg(self.preset[role]).validate()
+        self.timings: dict[str, float] = {}
+        self._encoded: dict[str, list] = {}
+        self._identities: dict[str, dict] = {}
+        self.run_cost: dict = {}
+
+    # ------------------------------------------------------------------ data
+    def split_rows(self, split: str) -> list[dict]:
+        rows = self.bundle.split(split)
+        if not rows:
+            raise BenchError(f"dataset '{self.bundle.name}' has no '{split}' rows; this stage needs them")
+        return rows
+
+    def prompts(self, split: str) -> list[list[int]]:
+        return [self.enc.prompt_ids(r["prompt"], r["id"]) for r in self.split_rows(split)]
+
+    def side_pairs(self, split: str, side: str, alias: dict[str, str]) -> list[tuple[list[int], list[int]]]:
+        key = f"{split}/{side}/{sorted(alias.items())}"
+        if key in self._encoded:
+            return self._encoded[key]
+        rows = self.split_rows(split)
+        if side.startswith("gen:"):
+            gens = self.generations(alias.get(side[4:], side[4:]), split)
+            pairs = [(self.enc.prompt_ids(r["prompt"], r["id"]), self.enc.cap_response(g)) for r, g in zip(rows, gens)]
+        else:
+            field = "response" if split == "sft" else side
+            if field not in ("chosen", "rejected", "response"):
+                raise BenchError(f"unknown side '{side}'")
+            pairs = [(self.enc.prompt_ids(r["prompt"], r["id"]), self.enc.response_ids(r[field], r["id"])) for r in rows]
+        self._encoded[key] = pairs
+        return pairs
+
+    # ------------------------------------------------------------------ model roles
+    def base_key(self, name: str) -> dict:
+        if name not in self._identities:
+            self._identities[name] = {"model": resolve_preset(name).name if not Path(name).is_dir() else "local",
+                                      "identity": model_identity(name)}
+        return self._identities[name]
+
+    def data_key(self, split: str) -> dict:
+        return {"split": split, "hash": self.bundle.split_hash(split), "enc": content_key(self.enc.fingerprint())}
+
+    def stage_cfg(self, role: str) -> dict:
+        if role not in self.preset:
+            raise BenchError(f"run preset '{self.cfg.preset}' has no '{role}' section")
+        return self.preset[role]
+
+    def model_key(self, role: str) -> dict:
+        if role in TEACHER_STAGES or role == "sft_student":
+            sc = self.stage_cfg(role)
+            if sc.get("path"):
+                return {"path_content": self.base_key(str(sc["path"]))}
+            init = {"ref_teacher": self.base_key(self.teacher), "sft_student": self.base_key(self.cfg.student)}.get(role)
+            if init is None:
+                init = self.model_key("ref_teacher")
+            split = {"ref_teacher": "sft", "sft_student": "sft"}.get(role, "pref_train")
+            code = method_code_version(get_method(sc.get("method", "sft")))
+            return {"stage": role, "init": init, "data": self.data_key(split), "train": result_preset({"s": sc})["s"], "code": code}
+        if role.startswith("run:"):
+            return {"stage": role, "student": self.student_key_for(role[4:], {})}
+        raise BenchError(f"unknown model role '{role}' (known: ref_teacher, dpo_teacher, chosen_teacher, "
+                         "sft_student, run:<method>)")
+
+    def student_key_for(self, method_name: str, settings: dict) -> dict:
+        method = get_method(method_name)
+        mcfg = method.make_config(settings)
+        init = method.init_from(mcfg)
+        p = self.preset
+        return {"method": method_name, "settings": mcfg.to_dict(), "code": method_code_version(method),
+                "init": self.model_key("sft_student" if init == "reference" else init),
+                "teacher": self.model_key("dpo_teacher"), "data": self.data_key("pref_train"),
+                "train": result_preset({"s": self.stage_cfg("student")})["s"], "seed": self.cfg.seed, "k": self.k,
+                "tau": self.tau, "signal_format": SIGNAL_FORMAT,
+                "select": {"by": p.get("select_by"), "n": p.get("val_prompts"), "rm": p.get("rm_model"),
+                           "val": self.data_key("pref_val")},
+                "generation": p.get("generation")}
+
+    def model_dir(self, role: str) -> Path:
+        """Local directory of a role's model, training (and caching) it first if needed."""
+        if role in TEACHER_STAGES or role == "sft_student":
+            sc = self.stage_cfg(role)
+            if sc.get("path"):
+                return Path(sc["path"])
+            return build_stage(role, self.model_key(role), lambda tmp: self._train_stage(role, tmp))
+        if role.startswith("run:"):
+            return build_stage("student_run", self.model_key(role),
+                               lambda tmp: self._train_dependency_run(role[4:], tmp))
+        raise BenchError(f"unknown model role '{role}'")
+
+    def built_path(self, role: str) -> str | None:
+        """The role's model directory if it is already built (never trains)."""
+        sc = self.preset.get(role, {})
+        if sc.get("path"):
+            return str(sc["path"])
+        kind = "student_run" if role.startswith("run:") else role
+        path = stage_path(kind, self.model_key(role))
+        return str(path) if (path / "stage.json").exists() else None
+
+    def load(self, role: str):
+        if role in ("teacher_base", "student_base"):
+            return load_model(self.teacher if role == "teacher_base" else self.cfg.student)
+        return load_model(self.model_dir(role), dtype=self._dtype(role))
+
+    def _dtype(self, role: str) -> str:
+        return (self.teacher_preset if role in TEACHER_STAGES else self.student_preset).dtype
+
+    def _train_stage(self, role: str, out: Path) -> dict:
+        sc = self.stage_cfg(role)
+        method = get_method(sc.get("method", "sft"))
+        mcfg = method.make_config(sc.get("settings", {}))
+        if role == "ref_teacher":
+            init, split, alias = "teacher_base", "sft", {}
+        elif role == "sft_student":
+            init, split, alias = "student_base", "sft", {}
+        else:  # dpo_teacher, chosen_teacher start from the reference teacher
+            init, split, alias = "ref_teacher", "pref_train", {"reference": "ref_teacher"}
+        data = self.train_data(method, mcfg, split, alias, self.stage_precision(role))
+        if init == "ref_teacher":
+            self.model_dir(init)
+        t0 = time.perf_counter()  # this stage alone, not the stages it needed
+        model = self.load(init)
+        key = self.model_key(role)
+        work = stage_path(role, key).with_suffix(".work")  # ours alone: the caller holds this stage's lock
+        result = train(model, method, mcfg, data, self._train_cfg(sc), pad_id=self.tok.pad_token_id, work_dir=work,
+                       resume=True, desc=role, fingerprint={"stage": content_key(key)})
+        self._keep_final(result.final_dir, out, work)
+        self.timings[role] = time.perf_counter() - t0
+        return {"steps": result.steps, "seconds": result.seconds, "tokens_per_s": result.tokens_per_s,
+                "final_loss": result.history[-1]["loss"] if result.history else None,
+                "cost": {"seconds": self.timings[role], "tokens": result.tokens, "role": role}}
+
+    def _keep_final(self, final: Path, out: Path, work: Path) -> None:
+        """The trained model (and tokenizer) into the stage's temp dir; process 0 alone writes (bench.dist)."""
+        if dist.is_main():
+            shutil.copytree(final, out, dirs_exist_ok=True)
+            self.tok.save_pretrained(out)
+            remove_owned(work, cache_root(), None)
+
+    def _train_cfg(self, sc: dict, seed: int = 0) -> TrainConfig:
+        """Shared stages (teachers, SFT student) train with seed 0 unless their section sets one, so one cached
+        stage serves every student seed; the student itself trains with the run's seed."""
+        fields = dict(sc.get("train", {}))
+        fields.setdefault("seed", seed)
+        try:
+            return TrainConfig(**fields)
+        except TypeError as e:
+            raise BenchError(f"bad training settings {fields}: {e}") from None
+
+    def _train_dependency_run(self, method_name: str, out: Path) -> dict:
+        sub = Pipeline(RunConfig(**{**self.cfg.to_dict(), "method": method_name, "method_settings": {},
+                                    "eval_suite": ()}))
+        work = stage_path("student_run", self.model_key(f"run:{method_name}")).with_suffix(".work")
+        final, result, _ = sub.train_student(work, resume=True)  # ours alone: the caller holds the stage lock
+        self._keep_final(final, out, work)
+        self.timings.update({f"{method_name}:{k}": v for k, v in sub.timings.items()})
+        return {"method": method_name, "steps": result.steps,
+                "cost": {"seconds": result.seconds, "tokens": result.tokens, "role": f"run:{method_name}"}}
+
+    # ------------------------------------------------------------------ generations and signals
+    def generation_key(self, role: str, split: str) -> dict:
+        return {"model": self.model_key(role), "prompts": token_hash(self.prompts(split)),
+                "max_new": self.enc.max_response_len, "gen": self.preset.get("generation", {}),
+                "code": code_version(*GENERATION_MODULES)}
+
+    def stage_precision(self, role: str = "student") -> str:
+        """The resolved precision a stage trains at (its signals are computed with the body at it too)."""
+        train = self.stage_cfg(role).get("train", {})
+        return resolve_precision(train.get("precision", TrainConfig.precision))
+
+    def signal_key(self, role: str, pairs, precision: str | None = None) -> dict:
+        return {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
+                "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES),
+                "format": SIGNAL_FORMAT, "precision": precision or self.stage_precision()}
+
+    def generations(self, role: str, split: str) -> list[list[int]]:
+        prompts = self.prompts(split)
+        max_new = self.enc.max_response_len
+        gen_cfg = self.preset.get("generation", {})
+        key = self.generation_key(role, split)
+
+        def build(tmp: Path) -> dict:
+            self.model_dir(role)  # train the generator first, outside this stage's timer (every process)
+            if not dist.is_main():
+                return {}  # process 0 generates (a vLLM engine shards the model itself); the others wait
+            t0 = time.perf_counter()
+            backend = gen_cfg.get("backend", "hf")
+            model = self.load(role) if needs_model(backend) else None
+            gen = make_generator(backend, model, self.tok, model_path=self.model_dir(role), batch_size=self.infer_bs)
+            outs = gen.generate(prompts, max_new, desc=f"generate {role} on {split}")
+            rows = self.split_rows(split)
+            write_jsonl(tmp / "generations.jsonl", [{"id": r["id"], "token_ids": o, "text": decode(self.tok, o)}
+                                                   for r, o in zip(rows, outs)])
+            self.timings[f"generate:{role}:{split}"] = time.perf_counter() - t0
+            del model
+            gc.collect()
+            return {"n": len(outs), "cost": {"seconds": self.timings[f"generate:{role}:{split}"], "role": role,
+                                             "tokens": sum(len(o) for o in outs), "sequences": len(outs)}}
+
+        path = build_stage("generations", key, build)
+        return [r["token_ids"] for r in read_jsonl(path / "generations.jsonl")]
+
+    def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str],
+                     precision: str | None = None) -> SignalEntry:
+        """The signals of `role` on a side, with the body at `precision` (default: the student stage's)."""
+        precision = precision or self.stage_precision()
+        pairs = self.side_pairs(split, side, alias)
+        key = self.signal_key(role, pairs, precision)
+        final = stage_path("signals", key)
+
+        def fill(writers):
+            self.model_dir(role)  # train the model first, outside this stage's timer
+            t0 = time.perf_counter()
+            model = self.load(role)
+            tokens, passes = sharded_signals(model, pairs, writers, k=self.k, tau=self.tau,
+                                                  pad_id=self.tok.pad_token_id, batch_size=self.infer_bs,
+                                                  model_key=content_key(self.model_key(role)),
+                                                  desc=f"signals {role} on {split}/{side}",
+                                                  autocast=lambda L: autocast(precision, seq_len=L))
+            self.timings[f"signals:{role}:{side}"] = time.perf_counter() - t0
+            del model
+            gc.collect()
+            return {"cost": {"seconds": self.timings[f"signals:{role}:{side}"], "tokens": tokens,
+                             "forward_passes": passes, "role": role, "side": side}}
+
+        return SignalEntry(write_entry(final, key, fill))
+
+    def train_data(self, method: Method, mcfg, split: str, alias: dict[str, str],
+                   precision: str | None = None) -> TrainData:
+        sides = {side: self.side_pairs(split, side, alias) for side in method.sides(mcfg)}
+        signals = {}
+        for spec in method.signals(mcfg):
+            role = alias.get(spec.model, spec.model)
+            if spec.side not in sides:
+                sides[spec.side] = self.side_pairs(split, spec.side, alias)
+            entry = self.signal_entry(role, spec.side, split, alias, precision)
+            signals[spec.name] = (entry, spec.kind, spec.side)
+        n = len(next(iter(sides.values())))
+        # sides the loss does not run the policy on are only needed for signal alignment
+        keep = set(method.sides(mcfg))
+        return TrainData(n=n, sides={s: p for s, p in sides.items() if s in keep}, signals=signals)
+
+    # ------------------------------------------------------------------ student training
+    def train_student(self, work_dir: Path, resume: bool = False, tracking=None):
+        method = get_method(self.cfg.method)
+        mcfg = method.make_config(self.cfg.method_settings)
+        if getattr(mcfg, "tau", None) is not None and float(mcfg.tau) != self.tau:
+            self.tau = float(mcfg.tau)  # values are cached at the method's temperature
+        alias = {"reference": "sft_student"}
+        init = method.init_from(mcfg)
+        init = alias.get(init, init)
+        for role in sorted(method.required_models(mcfg)):  # build dependencies before loading anything
+            role = alias.get(role, role)
+            self.model_dir(role)
+        data = self.train_data(method, mcfg, "pref_train", alias)
+        t0 = time.perf_counter()
+        model = self.load(init)
+        ref = self.load("sft_student") if method.reference(mcfg) == "online" else None
+        validator = make_validator(self, method)
+        with PeakMemory() as peak:
+            result = train(model, method, mcfg, data, self._train_cfg(self.stage_cfg("student"), self.cfg.seed),
+                           pad_id=self.tok.pad_token_id, work_dir=work_dir, ref_model=ref, evaluate=validator,
+                           resume=resume, desc=f"train {method.name}", tracking=tracking,
+                           fingerprint={"student": content_key(self.student_key_for(self.cfg.method,
+                                                                                     self.cfg.method_settings))})
+        self.timings[f"train:{method.name}"] = time.perf_counter() - t0
+        self.run_cost = {"train_seconds": round(result.seconds, 3), "train_tokens": result.tokens,
+                         "tokens_per_s": round(result.tokens_per_s, 1), "peak_rss_bytes": peak.rss,
+                         "peak_gpu_bytes": peak.gpu}
+        return result.final_dir, result, mcfg

@@ -249,6 +249,58 @@ def sweep(
         raise typer.Exit(1)
 
 
+@app.command(short_help="Make preference pairs: K samples per prompt from a policy, judged.")
+def pairs(
+    policy: str = typer.Option(..., help="the model that samples: a preset, an HF id or a local directory"),
+    prompts: str = typer.Option("embedded", help="dataset whose prompts to use: embedded | a .jsonl/.json/.parquet "
+                                "file or folder | a hub dataset id"),
+    split: str = typer.Option("pref_train", help="which split's prompts: sft | pref_train | pref_val | test"),
+    judge: str = typer.Option("verified", help="verified (the embedded suite's checker) | rm (a reward model)"),
+    rm_model: str = typer.Option("embedded", "--rm-model", help="with --judge rm: fsfairx | embedded | an HF id | "
+                                 "a local directory"),
+    samples: int = typer.Option(4, "--samples", "-k", help="responses sampled per prompt (K >= 2)"),
+    temperature: float = typer.Option(1.0, help="sampling temperature (> 0)"),
+    noise: float = typer.Option(0.0, help="share of pairs whose verdict is swapped (an imperfect annotator), "
+                                "in [0, 0.5)"),
+    seed: int = typer.Option(0, help="sampling seed"),
+    data_seed: int = typer.Option(0, "--data-seed", help="seed of the embedded suite's prompts (the run presets' "
+                                  "data_seed)"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    limit: Optional[int] = typer.Option(None, help="use only the first N prompts of the split"),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL file of preference pairs to write (usable as "
+                             "`bench run --dataset FILE`)"),
+    force: bool = typer.Option(False, help="replace --out if it exists"),
+):
+    """Turn a prompt set into on-policy preference pairs: both sides are the policy's samples, the label the
+    judge's (best against worst; ties give no pair). Cached: the same policy, prompts and settings cost nothing."""
+    from bench.data.resolve import resolve_dataset
+    from bench.pipeline.pairs import PairSpec, build_pairs, make_judge
+    from bench.store.files import atomic_write_text
+
+    spec = PairSpec(samples=samples, temperature=temperature, seed=seed, max_new_tokens=max_new_tokens,
+                    judge=judge, rm_model=rm_model, noise=noise).validate()
+    check_output_path("--out", out)
+    if out.exists() and not force:
+        _fail(f"--out {out} exists; pass --force to replace it, or another path")
+    if limit is not None and limit < 1:
+        _fail(f"--limit {limit} must be >= 1")
+    if split not in ("sft", "pref_train", "pref_val", "test"):
+        _fail(f"--split {split} is not a split; pass sft, pref_train, pref_val or test")
+    rows = resolve_dataset(prompts, seed=data_seed).split(split)[:limit]
+    if not rows:
+        _fail(f"dataset '{prompts}' has no '{split}' rows; pass --split sft, pref_train, pref_val or test")
+    path, counts = build_pairs(policy, rows, spec, judge=make_judge(spec, rows))
+    atomic_write_text(out, path.read_text())
+    summary = (f"{counts['pairs']} pairs from {counts['prompts']} prompts (ties {counts['ties']}, of them identical "
+               f"samples {counts['identical']}; verdicts swapped {counts['swapped']})")
+    made = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if made and "chosen_verified" in made[0]["meta"]:
+        mean = lambda key: sum(r["meta"][key] for r in made) / len(made)  # noqa: E731
+        summary += (f"; verified score of the chosen side {100 * mean('chosen_verified'):.1f}%, "
+                    f"rejected {100 * mean('rejected_verified'):.1f}%")
+    typer.echo(f"{summary} -> {out}")
+
+
 def check_output_path(option: str, path: Optional[Path]) -> None:
     """An output file's folder must exist and the path must not be a folder (one error line otherwise)."""
     if path is None:

@@ -77,6 +77,15 @@ def tiny_dirs(bench_cache) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def embedded_dirs(bench_cache) -> dict[str, Path]:
+    """The real embedded models (SmolLM2-135M-Instruct teacher, its 12-layer student), converted from the GGUF wheel
+    once per session cache (~30-55 s) and shared by every test that reads them."""
+    from bench.modeling.models import ensure_model_dir
+
+    return {name: Path(ensure_model_dir(name)) for name in ("smollm2-135m", "smollm2-135m-l12")}
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_dirs):
     """The embedded (SmolLM2) tokenizer as the tiny test models load it (chat template, pad set)."""
     from bench.modeling.models import load_tokenizer

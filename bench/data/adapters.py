@@ -27,48 +27,48 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.data.bundle import DatasetBundle
+from bench.data.reading import _hub_rows, _quiet_datasets, read_json_rows  # noqa: F401
+from bench.data.rows import (  # noqa: F401 (re-exported)
+    ROLES,
+    VAL_FRACTION,
+    MAX_INVALID_FRACTION,
+    LOCAL_EXTENSIONS,
+    LOCAL_DIR_FILES,
+    RowError,
+    _one_line,
+    _short,
+    Source,
+    _missing,
+    _require,
+    _a,
+    _typename,
+    _text,
+    _clean,
+    _meta,
+    _row_id,
+    _messages,
+    _check_prompt,
+    _prompt,
+    _split_final_assistant,
+    _check_pair,
+    GENERATED_ID,
+    content_ids,
+    split_implicit_prompt,
+    pref_row,
+    sft_row,
+    test_row_from,
+)
 from bench.data.converters import (  # noqa: F401 (re-exported)
-    HELPSTEER2_ATTRIBUTES,
-    SHAREGPT_ROLES,
     Adapter,
     Converted,
+    HELPSTEER2_ATTRIBUTES,
+    SHAREGPT_ROLES,
     convert_deita,
     convert_dpo_mix,
     convert_helpsteer2,
     parse_helpsteer2_prompt,
 )
 from bench.data.local_formats import convert_local, is_helpsteer2_schema, local_row_kind  # noqa: F401 (re-exported)
-from bench.data.reading import _hub_rows, _quiet_datasets, read_json_rows  # noqa: F401
-from bench.data.rows import (  # noqa: F401 (re-exported)
-    GENERATED_ID,
-    LOCAL_DIR_FILES,
-    LOCAL_EXTENSIONS,
-    MAX_INVALID_FRACTION,
-    ROLES,
-    VAL_FRACTION,
-    RowError,
-    Source,
-    _a,
-    _check_pair,
-    _check_prompt,
-    _clean,
-    _messages,
-    _meta,
-    _missing,
-    _one_line,
-    _prompt,
-    _require,
-    _row_id,
-    _short,
-    _split_final_assistant,
-    _text,
-    _typename,
-    content_ids,
-    pref_row,
-    sft_row,
-    split_implicit_prompt,
-    test_row_from,
-)
 from bench.data.splits import assemble, carve_val, seeded_pick  # noqa: F401 (re-exported)
 from bench.errors import BenchError
 

@@ -7,21 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from bench.data.rows import (
-    MAX_INVALID_FRACTION,
-    RowError,
-    _check_prompt,
-    _messages,
-    _meta,
-    _require,
-    _row_id,
-    _short,
-    _split_final_assistant,
-    _text,
-    _typename,
-    pref_row,
-    sft_row,
-)
+from bench.data.rows import (MAX_INVALID_FRACTION, RowError, _check_prompt, _messages, _meta, _require, _row_id, _short,
+                             _split_final_assistant, _text, _typename, pref_row, sft_row)
 
 # ----------------------------------------------------------------------------------------------------------
 # pure converters (raw rows -> canonical rows)

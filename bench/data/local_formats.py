@@ -5,23 +5,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from bench.data.converters import Converted, _dpo_mix_row, _sharegpt_row, _with_id, convert_helpsteer2
-from bench.data.rows import (
-    RowError,
-    _check_prompt,
-    _messages,
-    _meta,
-    _missing,
-    _prompt,
-    _require,
-    _row_id,
-    _short,
-    _split_final_assistant,
-    _text,
-    _typename,
-    pref_row,
-    sft_row,
-    split_implicit_prompt,
-)
+from bench.data.rows import (RowError, _check_prompt, _messages, _meta, _missing, _prompt, _require, _row_id, _short,
+                             _split_final_assistant, _text, _typename, pref_row, sft_row, split_implicit_prompt)
 
 # ----------------------------------------------------------------------------------------------------------
 # local formats

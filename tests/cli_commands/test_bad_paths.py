@@ -51,10 +51,17 @@ def test_an_unusable_cache_names_bench_cache(cache, tmp_path, where):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("option", ["--plot", "--output", "--radar"])
-def test_leaderboard_outputs_into_a_missing_folder(cache, tmp_path, option):
-    runs = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def finished_runs(cache, tmp_path_factory):
+    """One finished tiny DPO run, for the leaderboard cases (they only read it)."""
+    runs = tmp_path_factory.mktemp("leaderboard") / "runs"
     assert bench(["run", "--method", "dpo", *TINY, "--runs", str(runs)], cache).returncode == 0
+    return runs
+
+
+@pytest.mark.parametrize("option", ["--plot", "--output", "--radar"])
+def test_leaderboard_outputs_into_a_missing_folder(cache, finished_runs, tmp_path, option):
+    runs = finished_runs
     proc = bench(["leaderboard", "--runs", str(runs), option, str(tmp_path / "no" / "such" / "out.png")], cache)
     one_error_line(proc, option, "does not exist")
     proc = bench(["leaderboard", "--runs", str(runs), option, str(tmp_path)], cache)

@@ -166,11 +166,10 @@ def test_pruned_student_has_at_most_40_percent_of_teacher_non_embedding_params(t
 
 
 @pytest.mark.slow
-def test_embedded_student_preset_shares_embeddings_and_tokenizer(tiny_dirs):
+def test_embedded_student_preset_shares_embeddings_and_tokenizer(embedded_dirs):
     from safetensors import safe_open
 
-    teacher_dir = Path(ensure_model_dir("smollm2-135m"))
-    student_dir = Path(ensure_model_dir("smollm2-135m-l12"))
+    teacher_dir, student_dir = embedded_dirs["smollm2-135m"], embedded_dirs["smollm2-135m-l12"]
     info = json.loads((student_dir / "bench_model.json").read_text())
     assert len(info["kept_layers"]) == 12 and info["kept_layers"][0] == 0 and info["kept_layers"][-1] == 29
     assert json.loads((student_dir / "config.json").read_text())["num_hidden_layers"] == 12

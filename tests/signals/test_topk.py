@@ -92,7 +92,7 @@ def test_topk_signal_validates_k():
 
 
 @pytest.mark.slow
-def test_embedded_teacher_cache_entry_bins_sum_to_one(tmp_path, bench_cache):
+def test_embedded_teacher_cache_entry_bins_sum_to_one(tmp_path, embedded_dirs):
     """The same properties on the real embedded teacher (SmolLM2-135M-Instruct, V = 49152, k = 50) over chosen
     responses of the embedded preference data."""
     from bench.config import RunConfig
@@ -101,7 +101,7 @@ def test_embedded_teacher_cache_entry_bins_sum_to_one(tmp_path, bench_cache):
 
     pipe = Pipeline(RunConfig(method="dpo", student="smollm2-135m-l12", runs_dir=str(tmp_path)))
     pairs = pipe.side_pairs("pref_train", "chosen", {})[:24]
-    model = load_model("smollm2-135m").eval()
+    model = load_model(embedded_dirs["smollm2-135m"]).eval()
     k = 50
 
     def fill(writers):

@@ -58,13 +58,13 @@ def test_tokenizer_and_tiny_models_never_convert_the_gguf_model(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_tokenizer_entry_matches_the_converted_models_tokenizer():
+def test_tokenizer_entry_matches_the_converted_models_tokenizer(embedded_dirs):
     from transformers import AutoTokenizer
 
-    from bench.modeling.models import ensure_model_dir, tokenizer_dir
+    from bench.modeling.models import tokenizer_dir
 
     a = AutoTokenizer.from_pretrained(tokenizer_dir("smollm2-135m"))
-    b = AutoTokenizer.from_pretrained(ensure_model_dir("smollm2-135m"))
+    b = AutoTokenizer.from_pretrained(embedded_dirs["smollm2-135m"])
     assert a.get_vocab() == b.get_vocab() and a.chat_template == b.chat_template
     assert a.special_tokens_map == b.special_tokens_map
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.store.files import atomic_write_json
-
-
 from bench.store.rundir import RunDir
+
+
 def make_run(root: Path, name: str, *, method: str = "dpo", seed: int = 0, settings: dict | None = None,
              overrides: dict | None = None, preset: str = "embedded", items: dict | None = None,
              metrics: dict | None = None, cost: dict | None = None, student: str = "stu", teacher: str = "tea",

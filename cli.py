@@ -163,6 +163,9 @@ def leaderboard(
     sweep_metric: Optional[str] = typer.Option(None, help="metric of the --sweep-plot (default: the first shown)"),
     diagnostics: bool = typer.Option(False, "--diagnostics", help="what explains each score instead: reward margin, "
                                      "KL to the teacher, selected steps, verified % per task family"),
+    tuned: bool = typer.Option(False, "--tuned", help="one row per method: the setting with the best validation "
+                               "score at --tune-seed (a tuned `bench sweep`); without it every setting is a row"),
+    tune_seed: int = typer.Option(0, "--tune-seed", help="the seed whose validation scores choose (--tuned)"),
 ):
     """One row per method and settings: mean over seeds with a 95% interval and the seed count. Reads run
     directories only."""
@@ -172,7 +175,8 @@ def leaderboard(
         _fail(f"--format {fmt!r} is invalid; use one of {', '.join(FORMATS)}")
     for opt, path in (("--output", output), ("--plot", plot), ("--radar", radar), ("--sweep-out", sweep_out)):
         check_output_path(opt, path)
-    groups = build_groups(runs, baseline=baseline, filters=filter_, sort=sort, per_run=per_run)
+    groups = build_groups(runs, baseline=baseline, filters=filter_, sort=sort, per_run=per_run,
+                          tuned=tune_seed if tuned else None)
     if diagnostics:
         from leaderboard import diagnostics as diag
 
@@ -226,16 +230,18 @@ def sweep(
     launcher: Optional[str] = typer.Option(None, help="run each cell as `LAUNCHER -m cli run ...`, e.g. "
                                            "\"accelerate launch --config_file configs/accelerate/multi_gpu.yaml\""),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the cells and what each would build; run nothing"),
+    tune_seed: Optional[int] = typer.Option(None, "--tune-seed", help="tune: the grid at this seed, then each "
+                                            "method's best point by validation score at the other seeds"),
 ):
     """Run a grid of methods × settings × seeds; shared stages are built once, finished cells reused, failed cells
-    recorded while the sweep goes on. Then `bench leaderboard` compares them."""
+    recorded while the sweep goes on. Then `bench leaderboard` compares them (`--tuned`: the tuned points)."""
     from bench.runs.sweep import dry_run as plan_sweep
     from bench.runs.sweep import load_spec, parse_grid, parse_sets, run_sweep, summary_line
 
     spec = load_spec(file, methods=[m for m in (methods or "").split(",") if m],
                      seeds=[int(s) for s in (seeds or "").split(",") if s.strip()], grid=parse_grid(grid),
                      set=parse_sets(set_), preset=preset, student=student, teacher=teacher, dataset=dataset,
-                     runs=str(runs) if runs else None)
+                     runs=str(runs) if runs else None, tune_seed=tune_seed)
     if dry_run:
         for cell in plan_sweep(spec):
             state = "finished: reused" if cell["finished"] else "to run"
@@ -245,6 +251,9 @@ def sweep(
         return
     record = run_sweep(spec, jobs=jobs, launcher=launcher)
     typer.echo(summary_line(record))
+    for row in (record.get("tuning") or {}).get("grid", []):
+        score = "no validation score" if row["validation"] is None else f"validation {row['validation']:.4f}"
+        typer.echo(f"  {'*' if row['chosen'] else ' '} {row['method']} [{row['label']}] {score}")
     if any(c["status"] == "failed" for c in record["cells"]):
         raise typer.Exit(1)
 

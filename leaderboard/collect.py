@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.errors import BenchError
+from bench.runs.tuning import validation_of
 from bench.store.rundir import MARKER, RunDir
 from leaderboard.metrics import METRICS
 
@@ -102,6 +103,7 @@ def run_row(path: Path) -> dict:
            "group": group_id(manifest), "metrics": {}, "items": {}, "partial": {},
            "mtbench_categories": (metrics.get("mtbench") or {}).get("categories") or {},
            "cost": manifest.get("cost") or {}, "train_s": (metrics.get("train") or {}).get("seconds"),
+           "validation": validation_of(manifest, path),
            "diagnostics": diagnostics_of(manifest, metrics)}
     for m in METRICS:
         section = metrics.get(m.evaluator) or {}

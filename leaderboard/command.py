@@ -26,13 +26,36 @@ def table_text(groups, cost: bool, baseline: str | None, width: int = 200) -> st
     return buf.getvalue()
 
 
-def build_groups(runs: Path, *, baseline: str | None, filters: list[str], sort: str | None, per_run: bool):
+def tuned_rows(rows: list[dict], seed: int, warn=None) -> list[dict]:
+    """Only the rows of each method's validation-selected setting (bench/runs/tuning.py): per method (on one student,
+    teacher and dataset), the settings whose run at `seed` has the best validation score."""
+    from bench.runs.tuning import select
+
+    def who(r):
+        return f"{r['method_name']}|{r['student']}|{r['teacher']}|{r['dataset']}"
+
+    chosen = {c["key"] for c in select([{"method": who(r), "key": r["group"], "label": r["settings"],
+                                         "seed": r["seed"], "validation": r["validation"]} for r in rows],
+                                       seed).values()}
+    left_out = sorted({r["method"] for r in rows} - {r["method"] for r in rows if r["group"] in chosen})
+    if left_out and warn:
+        warn(f"--tuned: no run at seed {seed} with a validation score for {', '.join(left_out)}; left out")
+    return [r for r in rows if r["group"] in chosen]
+
+
+def build_groups(runs: Path, *, baseline: str | None, filters: list[str], sort: str | None, per_run: bool,
+                 tuned: int | None = None):
+    import sys
+
     from leaderboard.aggregate import aggregate, sort_groups
     from leaderboard.collect import apply_filters, collect
 
     rows = apply_filters(collect(runs), filters)
+    if tuned is not None:
+        rows = tuned_rows(rows, tuned, warn=lambda line: print(f"warning: {line}", file=sys.stderr))
     if not rows:
         raise BenchError(f"no finished runs under {runs}" + (" match the filters" if filters else "") +
+                         (f" have a validation score at seed {tuned}" if tuned is not None else "") +
                          "; train one with `bench run --method dpo`")
     if per_run:
         for r in rows:

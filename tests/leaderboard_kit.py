@@ -10,8 +10,9 @@ from bench.store.rundir import RunDir
 def make_run(root: Path, name: str, *, method: str = "dpo", seed: int = 0, settings: dict | None = None,
              overrides: dict | None = None, preset: str = "embedded", items: dict | None = None,
              metrics: dict | None = None, cost: dict | None = None, student: str = "stu", teacher: str = "tea",
-             dataset: str = "embedded") -> Path:
-    """`items`: {metric section: {item id: score}} (the score is their mean); `metrics`: extra sections."""
+             dataset: str = "embedded", validation: float | None = None) -> Path:
+    """`items`: {metric section: {item id: score}} (the score is their mean); `metrics`: extra sections;
+    `validation`: the selected checkpoint's validation score (the manifest's record)."""
     from bench.registry import get_method
 
     d = Path(root) / name
@@ -23,6 +24,8 @@ def make_run(root: Path, name: str, *, method: str = "dpo", seed: int = 0, setti
                 "run_preset": {"student": {"train": {"lr": 1e-5, **(overrides or {})}}},
                 "model_identities": {"student": student, "teacher": teacher}, "data_hashes": {"test": "h"},
                 "cost": cost or {}}
+    if validation is not None:
+        manifest["validation"] = {"by": "verified", "score": validation, "step": 3}
     out = {"train": {"seconds": 10.0 + seed}}
     for section, per in (items or {}).items():
         out[section] = {"score": sum(per.values()) / len(per), "n": len(per), "items": per}

@@ -337,9 +337,19 @@ def manifest(pipe, cfg: RunConfig, mcfg, run: RunDir, result, identity: str) -> 
         "git_commit": git_commit(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "truncation": pipe.enc.stats.to_dict(), "timings": {k: round(v, 2) for k, v in pipe.timings.items()},
         "selected_step": next((e["step"] for e in result.evals if e.get("selected")), result.steps),
+        "validation": validation_record(pipe.preset.get("select_by"), result.evals),
         "student_path": "checkpoint", "teacher_path": pipe.built_path("dpo_teacher"),
         "cache_entries": used_entries(pipe, cfg),
     }
+
+
+def validation_record(select_by: str | None, evals: list[dict]) -> dict | None:
+    """The selected checkpoint's validation score (what tuning compares; never a test score), or None when the run
+    validated nothing (select_by=last)."""
+    best = next((e for e in evals if e.get("selected")), None)
+    if best is None or not isinstance(best.get("score"), (int, float)):
+        return None
+    return {"by": select_by, "score": float(best["score"]), "step": best["step"]}
 
 
 def used_entries(pipe, cfg: RunConfig) -> list[str]:

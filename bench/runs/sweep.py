@@ -11,8 +11,14 @@ A sweep file (YAML, e.g. configs/sweeps/*.yaml) holds the same options:
     methods: [sft, dpo, dckd]
     seeds: [0, 1, 2]
     grid: {beta: [0.05, 0.1]}       # method settings or run-preset keys; a key applies to the methods that have it
+    grids: {dpo: {beta: [0.05, 0.1], student.train.lr: [1.0e-5, 3.0e-5]}}  # a method's own grid, instead of `grid`
+    tune_seed: 0                      # tune: every grid point at this seed, the best by validation at all seeds
     set: {student.train.lr: 2.0e-5}  # fixed for every cell
     preset: embedded                  # and student, teacher, dataset, eval
+
+With `tune_seed`, the sweep runs in two phases: each method's grid at that seed, then (bench/runs/tuning.py) the
+point with the best validation score of each method at the other seeds. The record keeps every point's validation
+score and the choice; `bench leaderboard --tuned` shows the chosen rows.
 """
 from __future__ import annotations
 
@@ -36,7 +42,8 @@ from bench.registry import get_method
 from bench.store.files import atomic_write_json
 from bench.store.rundir import sanitize_name
 
-SPEC_KEYS = ("name", "methods", "seeds", "grid", "set", "preset", "student", "teacher", "dataset", "eval", "runs")
+SPEC_KEYS = ("name", "methods", "seeds", "grid", "grids", "tune_seed", "set", "preset", "student", "teacher", "dataset",
+             "eval", "runs")
 
 
 @dataclass
@@ -45,6 +52,8 @@ class SweepSpec:
     methods: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     grid: dict[str, list] = field(default_factory=dict)
+    grids: dict[str, dict[str, list]] = field(default_factory=dict)
+    tune_seed: int | None = None
     set: dict[str, object] = field(default_factory=dict)
     preset: str = "embedded"
     student: str = "smollm2-135m-l12"
@@ -94,6 +103,15 @@ def load_spec(path: str | Path | None, **cli) -> SweepSpec:
         raise BenchError("a sweep needs methods: --methods dpo,dckd or `methods:` in the sweep file")
     if not isinstance(spec.grid, dict) or not all(isinstance(v, list) and v for v in spec.grid.values()):
         raise BenchError("grid must map each setting to a non-empty list of values (--grid beta=0.05,0.1)")
+    if not isinstance(spec.grids, dict) or not all(
+            isinstance(g, dict) and all(isinstance(v, list) and v for v in g.values()) for g in spec.grids.values()):
+        raise BenchError("grids must map a method to its own grid: {dpo: {beta: [0.05, 0.1]}}")
+    if set(spec.grids) - set(spec.methods):
+        raise BenchError(f"grids: {sorted(set(spec.grids) - set(spec.methods))} not among the sweep's methods "
+                         f"({', '.join(spec.methods)})")
+    if spec.tune_seed is not None and spec.tune_seed not in spec.seeds:
+        raise BenchError(f"tune_seed {spec.tune_seed} must be one of the seeds {spec.seeds}: its runs are the first "
+                         "seed of the chosen point")
     spec.name = sanitize_name(spec.name)
     return spec
 
@@ -123,25 +141,30 @@ def _applies(key: str, fields: set[str]) -> bool:
     return key in fields or key.split(".")[0] in TOP_LEVEL_KEYS
 
 
-def expand(spec: SweepSpec) -> list[Cell]:
-    """Every cell, validated before anything runs (unknown methods or settings fail here, in one line)."""
+def expand(spec: SweepSpec, seeds: list[int] | None = None, points: dict[str, dict] | None = None) -> list[Cell]:
+    """Every cell, validated before anything runs (unknown methods or settings fail here, in one line). `seeds`
+    replaces the spec's seeds; `points` ({method: grid point}) keeps only those points (the methods it names)."""
     cells = []
-    for name in spec.methods:
+    for name in spec.methods if points is None else [m for m in spec.methods if m in points]:
         method = get_method(name)
         fields = {f.name for f in dataclasses.fields(method.config_cls)}
         bad = [k for k in spec.set if not _applies(k, fields)]
         if bad:
             raise BenchError(f"--set {bad[0]}: not a setting of method '{name}' nor a run-preset key")
-        keys = [k for k in spec.grid if _applies(k, fields)]
-        if spec.grid and not keys:
-            keys = []  # none of the grid's keys is this method's: it runs once per seed
+        grid_spec = spec.grids.get(name, spec.grid)
+        keys = [k for k in grid_spec if _applies(k, fields)]  # none of them this method's: one cell per seed
+        bad = [k for k in spec.grids.get(name, {}) if not _applies(k, fields)]
+        if bad:
+            raise BenchError(f"grids.{name}.{bad[0]}: not a setting of method '{name}' nor a run-preset key")
         fixed = [f"{k}={v}" for k, v in spec.set.items()]
-        for values in itertools.product(*(spec.grid[k] for k in keys)):
+        for values in itertools.product(*(grid_spec[k] for k in keys)):
             grid = dict(zip(keys, values))
+            if points is not None and grid != points[name]:
+                continue
             args = fixed + [f"{k}={v}" for k, v in grid.items()]
             method_settings, _ = split_sets(args, fields)
             method.make_config(method_settings)  # validate now, not in the middle of the sweep
-            for seed in spec.seeds:
+            for seed in spec.seeds if seeds is None else seeds:
                 cells.append(Cell(name, int(seed), grid, args))
     return cells
 
@@ -168,22 +191,35 @@ def cli_args(spec: SweepSpec, cell: Cell) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ running a sweep
 class Record:
-    """`<runs>/.sweeps/<name>.json`: every cell's status, rewritten atomically after each change."""
+    """`<runs>/.sweeps/<name>.json`: every cell's status (and a tuned sweep's choice), rewritten atomically after each
+    change."""
 
     def __init__(self, spec: SweepSpec, cells: list[Cell]):
         self.path = Path(spec.runs) / ".sweeps" / f"{spec.name}.json"
         self._lock = threading.Lock()
-        self.data = {"name": spec.name, "spec": dataclasses.asdict(spec),
-                     "cells": [{"method": c.method, "seed": c.seed, "grid": c.grid, "status": "pending"}
-                               for c in cells]}
-        self._write()
+        self.data = {"name": spec.name, "spec": dataclasses.asdict(spec), "cells": []}
+        self.add(cells)
 
     def _write(self) -> None:
         atomic_write_json(self.path, self.data)
 
+    def add(self, cells: list[Cell]) -> int:
+        """Append cells (pending); returns the index of the first."""
+        with self._lock:
+            offset = len(self.data["cells"])
+            self.data["cells"] += [{"method": c.method, "seed": c.seed, "grid": c.grid, "status": "pending"}
+                                   for c in cells]
+            self._write()
+        return offset
+
     def update(self, i: int, **fields) -> None:
         with self._lock:
             self.data["cells"][i].update(fields)
+            self._write()
+
+    def put(self, key: str, value) -> None:
+        with self._lock:
+            self.data[key] = value
             self._write()
 
 
@@ -214,23 +250,15 @@ def _run_child(spec: SweepSpec, cell: Cell, log: Path, threads: int, launcher: l
     return {"status": "reused" if "reusing it" in text else "done", "run": last.split(" ", 1)[0], "log": str(log)}
 
 
-def run_sweep(spec: SweepSpec, jobs: int = 1, launcher: str | None = None) -> dict:
-    """Run every missing cell; returns the record (cells with status done | reused | failed). With a `launcher`
-    (e.g. "accelerate launch --config_file configs/accelerate/multi_gpu.yaml") every cell runs as
-    `<launcher> -m cli run ...` in its own process group."""
+def _run_cells(spec: SweepSpec, cells: list[Cell], record: Record, offset: int, jobs: int, launcher: str | None,
+               bar) -> None:
     import shlex
 
-    from bench.progress import console, overall_progress
-    from bench.store.rundir import prepare_runs_dir
+    from bench.progress import console
 
-    if jobs < 1:
-        raise BenchError(f"--jobs {jobs} is invalid; use 1 or more parallel cells")
-    cells = expand(spec)
-    prepare_runs_dir(spec.runs)
-    record = Record(spec, cells)
     threads = max(1, (os.cpu_count() or 1) // jobs)
 
-    def one(i: int, cell: Cell, bar) -> None:
+    def one(i: int, cell: Cell) -> None:
         t0 = time.perf_counter()
         record.update(i, status="running")
         try:
@@ -248,25 +276,77 @@ def run_sweep(spec: SweepSpec, jobs: int = 1, launcher: str | None = None) -> di
             console.print(f"[red]cell {cell.label} failed: {result['error']}")
         bar.advance(1)
 
-    with overall_progress(f"sweep {spec.name}", total=len(cells), unit="cells") as bar:
-        if jobs == 1:  # in order, each cell in this process (or, with a launcher, its own process group)
-            for i, cell in enumerate(cells):
-                one(i, cell, bar)
-        else:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                list(pool.map(lambda ic: one(ic[0], ic[1], bar), enumerate(cells)))
+    if jobs == 1:  # in order, each cell in this process (or, with a launcher, its own process group)
+        for i, cell in enumerate(cells):
+            one(offset + i, cell)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(lambda ic: one(offset + ic[0], ic[1]), enumerate(cells)))
+
+
+def grid_label(grid: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(grid.items())) or "(defaults)"
+
+
+def tuning_candidates(cells: list[Cell], entries: list[dict]) -> list[dict]:
+    """The finished cells as candidates of bench.runs.tuning.select, with their runs' validation scores."""
+    from bench.runs.tuning import validation_of
+    from bench.store.rundir import RunDir
+
+    out = []
+    for cell, entry in zip(cells, entries):
+        score = None
+        if entry.get("status") in ("done", "reused") and entry.get("run"):
+            score = validation_of(RunDir(entry["run"]).manifest, entry["run"])
+        out.append({"method": cell.method, "key": grid_label(cell.grid), "label": grid_label(cell.grid),
+                    "grid": cell.grid, "seed": cell.seed, "validation": score})
+    return out
+
+
+def run_sweep(spec: SweepSpec, jobs: int = 1, launcher: str | None = None) -> dict:
+    """Run every missing cell; returns the record (cells with status done | reused | failed). With a `launcher`
+    (e.g. "accelerate launch --config_file configs/accelerate/multi_gpu.yaml") every cell runs as
+    `<launcher> -m cli run ...` in its own process group. With `spec.tune_seed`: the grid at that seed first, then
+    each method's validation-best point at the other seeds (module docstring)."""
+    from bench.progress import console, overall_progress
+    from bench.runs.tuning import grid_report, select
+    from bench.store.rundir import prepare_runs_dir
+
+    if jobs < 1:
+        raise BenchError(f"--jobs {jobs} is invalid; use 1 or more parallel cells")
+    tuned = spec.tune_seed is not None
+    cells = expand(spec, seeds=[spec.tune_seed] if tuned else None)
+    later = [s for s in spec.seeds if s != spec.tune_seed] if tuned else []
+    prepare_runs_dir(spec.runs)
+    record = Record(spec, cells)
+    with overall_progress(f"sweep {spec.name}", total=len(cells) + len(spec.methods) * len(later),
+                          unit="cells") as bar:
+        _run_cells(spec, cells, record, 0, jobs, launcher, bar)
+        if tuned:
+            candidates = tuning_candidates(cells, record.data["cells"])
+            chosen = select(candidates, spec.tune_seed)
+            record.put("tuning", {"seed": spec.tune_seed, "by": "validation score of the selected checkpoint",
+                                  "grid": grid_report(candidates, spec.tune_seed),
+                                  "chosen": {m: c["grid"] for m, c in chosen.items()}})
+            for m in (m for m in spec.methods if m not in chosen):
+                console.print(f"[yellow]{m}: no grid point finished with a validation score at seed "
+                              f"{spec.tune_seed}; it runs no other seed")
+                bar.advance(len(later))
+            more = expand(spec, seeds=later, points={m: c["grid"] for m, c in chosen.items()}) if chosen else []
+            _run_cells(spec, more, record, record.add(more), jobs, launcher, bar)
     return record.data
 
 
 def dry_run(spec: SweepSpec) -> list[dict]:
-    """Every cell with what it would build: [{"cell", "run", "stages": [{"stage", "status"}]}]."""
+    """Every cell with what it would build: [{"cell", "run", "stages": [{"stage", "status"}]}]. A tuned sweep's
+    later seeds depend on the grid's validation scores, so only its grid at the tuning seed is listed."""
     from bench.pipeline.graph import Pipeline
     from bench.runs.plan import Planner
     from bench.runs.run import default_run_name, run_identity
     from bench.store.rundir import RunDir
 
     out = []
-    for cell in expand(spec):
+    for cell in expand(spec, seeds=None if spec.tune_seed is None else [spec.tune_seed]):
         cfg = run_config(spec, cell)
         pipe = Pipeline(cfg)
         identity, _ = run_identity(pipe, cfg)

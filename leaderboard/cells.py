@@ -2,6 +2,7 @@
 (best, second best, partial evaluation, significant difference from the baseline)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from leaderboard.metrics import BY_COL, COST_HIGHER, COSTS, METRICS
@@ -34,14 +35,30 @@ def _fmt(value: float | None, digits: int, kind: str = "f") -> str:
     return "–" if value is None else f"{value:.{digits}{kind}}"
 
 
-def metric_cell(g: dict, col: str) -> Cell:
+def column_decimals(groups: list[dict], col: str) -> int:
+    """One precision for a whole column: a metric's fixed decimals ("f"), or for significant-digit metrics ("g")
+    the decimals that give the column's largest value its significant digits, more where the smallest value would
+    otherwise show fewer than two (at most 6). Values and ± half-widths share it."""
+    m = BY_COL[col]
+    if m.fmt != "g":
+        return m.digits
+    values = [abs(g[col] * m.scale) for g in groups if g.get(col) is not None and g[col] != 0]
+    if not values:
+        return m.digits
+    decimals = m.digits - 1 - math.floor(math.log10(max(values)))
+    decimals = max(decimals, 1 - math.floor(math.log10(min(values))))
+    return min(max(decimals, 0), 6)
+
+
+def metric_cell(g: dict, col: str, decimals: int | None = None) -> Cell:
     m = BY_COL[col]
     value = g.get(col)
     shown = None if value is None else value * m.scale
     ci = g.get(f"{col}_ci")
     half = None if ci is None else (ci[1] - ci[0]) / 2 * m.scale
     vs = g.get(f"{col}_vs") or {}
-    return Cell(_fmt(shown, m.digits, m.fmt), None if half is None else _fmt(half, m.digits, m.fmt),
+    digits, kind = (m.digits, m.fmt) if decimals is None else (decimals, "f")
+    return Cell(_fmt(shown, digits, kind), None if half is None else _fmt(half, digits, kind),
                 partial=bool(g.get(f"{col}_partial")), significant=bool(vs.get("significant")), value=shown)
 
 
@@ -53,7 +70,9 @@ def cost_cell(g: dict, col: str) -> Cell:
 def build(groups: list[dict], cols: list[str], costs: list[str]) -> list[dict[str, Cell]]:
     """Cells of every group for the given metric and cost columns, with best/second marks (ties at the shown
     precision share the mark; partial evaluations are never marked; marks need at least two candidates)."""
-    table = [{**{c: metric_cell(g, c) for c in cols}, **{c: cost_cell(g, c) for c in costs}} for g in groups]
+    decimals = {c: column_decimals(groups, c) for c in cols}
+    table = [{**{c: metric_cell(g, c, decimals[c]) for c in cols}, **{c: cost_cell(g, c) for c in costs}}
+             for g in groups]
     for col in cols + costs:
         higher = BY_COL[col].higher if col in BY_COL else col in COST_HIGHER
         cands = [row[col] for row in table if row[col].value is not None and not row[col].partial]

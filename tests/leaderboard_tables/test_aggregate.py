@@ -182,3 +182,17 @@ def test_diagnostics_means_over_seeds_per_family(tmp_path):
     assert cells["house style (%)"] == "50.0"
     bad = runner.invoke(cli.app, ["leaderboard", "--runs", str(root), "--diagnostics", "--format", "latex"])
     assert bad.exit_code == 2 and "--diagnostics" in bad.output
+
+
+def test_one_precision_per_column_for_significant_digit_metrics():
+    """The KL columns are shown to 3 significant digits of the column's largest value, the same decimals for every
+    row and its ± (the HTML export once showed `1.7 ± 0.0989` beside `1.79 ± 0.219`)."""
+    from leaderboard.cells import build
+
+    groups = [{"value_kl": 1.6963, "value_kl_ci": (1.6963 - 0.0989, 1.6963 + 0.0989)},
+              {"value_kl": 1.7883, "value_kl_ci": (1.7883 - 0.219, 1.7883 + 0.219)}]
+    cells = build(groups, ["value_kl"], [])
+    assert [(c["value_kl"].text, c["value_kl"].ci) for c in cells] == [("1.70", "0.10"), ("1.79", "0.22")]
+    small = build([{"value_kl": 0.5}, {"value_kl": 0.0123}], ["value_kl"], [])
+    assert [c["value_kl"].text for c in small] == ["0.500", "0.012"]
+    assert build([{"verified": 0.20512}], ["verified"], [])[0]["verified"].text == "20.5"  # fixed decimals stay

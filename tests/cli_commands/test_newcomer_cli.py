@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import shutil
 import stat
 import subprocess
@@ -20,9 +21,15 @@ BENCH = str(Path(sys.executable).parent / "bench")
 pytestmark = pytest.mark.usefixtures("single_thread_module")
 
 
+def _default_sigint() -> None:
+    """A suite started in the background (`make test &`) ignores SIGINT, and children inherit that: give the child
+    the default disposition so its Python turns a Ctrl-C into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def bench(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, preexec_fn=_default_sigint)
 
 
 def test_version():

@@ -124,7 +124,8 @@ def test_leaderboard_shows_value_kl_and_marks_the_lowest_best(tvkd_run, tmp_path
     make_run(board, "b", method="dckd", metrics={"value_kl": {"score": 0.00213}, "verified": {"score": 0.3}})
     md = to_markdown(build_groups(board, baseline=None, filters=[], sort=None, per_run=False))
     assert "value KL (nats)" in md.splitlines()[0]
-    assert "**0.00213**" in md and "**0.5**" not in md and "**30.0**" in md
+    # one precision for the column (leaderboard.cells.column_decimals): two significant digits of its smallest value
+    assert "**0.0021**" in md and "0.5000" in md and "**0.5000**" not in md and "**30.0**" in md
 
 
 def test_teacher_kl_on_the_runs_own_test_responses(tvkd_run):

@@ -53,8 +53,9 @@ def test_dpo_teacher_signals_student_dpo(runs_dir):
 
 
 # Every method runs end to end on the tiny models (tests/runs/test_e2e_methods_tiny.py); here, on the real model,
-# one method per kind of teacher signal the DPO run above does not read: top-k (DCKD) and values (TVKD).
-@pytest.mark.parametrize("method", ["dckd", "tvkd"])
+# the seed method that reads the most the DPO run above does not: TVKD's values and top-k from the DPO teacher
+# (the DPO test builds and checks the same top-k entry DCKD reads).
+@pytest.mark.parametrize("method", ["tvkd"])
 def test_seed_methods_run_on_embedded(runs_dir, method):
     run = run_pipeline(RunConfig(method=method, preset="smoke", runs_dir=str(runs_dir)))
     metrics = run.metrics

@@ -28,8 +28,9 @@ def _xdist_worker() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests marked `slow` first: under xdist the long ones start at once instead of ending the run alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The tests marked `slow`, then `heavy`, first: under xdist the long ones start at once instead of ending the
+    run alone on one worker."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.get_closest_marker("heavy") is None))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,7 +9,7 @@ import pytest
 
 from safety_kit import KILLED, TINY, assert_bitwise_equal, bench, new_cache, run_dirs, weights
 
-pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.timeout(600), pytest.mark.heavy]
 ARGS = ["run", "--method", "dpo", *TINY, "--name", "r"]
 
 

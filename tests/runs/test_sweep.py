@@ -11,7 +11,7 @@ import pytest
 from safety_kit import bench, new_cache
 from bench.paths import CONFIG_DIR
 
-pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.timeout(900), pytest.mark.heavy]
 TINY = ["--preset", "tiny", "--student", "tiny-random-student"]
 
 

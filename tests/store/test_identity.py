@@ -11,7 +11,7 @@ import pytest
 
 from safety_kit import TINY, bench, new_cache, one_error_line, run_dirs, weights
 
-pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.timeout(600), pytest.mark.heavy]
 LOCAL = Path(__file__).parents[1] / "fixtures" / "core" / "local_dataset"
 LOCAL_SETS = ["--set", "select_by=reward_accuracy"]
 

@@ -36,7 +36,7 @@ METHODS = ("dpo", "dckd", "tvkd")
 TOL = {"dpo": 1e-2, "tvkd": 1e-2, "dckd": 0.2}
 SETS = ["select_by=last", "student.train.save_every=0"]
 
-pytestmark = pytest.mark.usefixtures("single_thread_module")
+pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.heavy]
 
 
 def update(run_dir: Path, cache: Path) -> torch.Tensor:

@@ -157,3 +157,20 @@ def child_rss(script: Path, args: list[str], timeout: float = 3600) -> dict:
 
 def gb(x: float) -> str:
     return f"{x / 1e9:.2f} GB"
+
+
+def add_pipeline_options(ap) -> None:
+    """The options of the benchmarks that read a pipeline's stages: --preset, --set key=value, --json FILE."""
+    ap.add_argument("--preset", default="embedded")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--json", help="also write the numbers to this file")
+
+
+def pipeline_from(args, **fields):
+    """The `Pipeline` of `--preset` with `--set` overrides (and any other RunConfig fields)."""
+    from bench.config import RunConfig, split_sets
+    from bench.pipeline.graph import Pipeline
+
+    _, overrides = split_sets(args.sets, set())
+    return Pipeline(RunConfig(**{"method": "dpo", "preset": args.preset, "stage_overrides": overrides, **fields}))
+

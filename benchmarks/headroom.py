@@ -80,18 +80,14 @@ def teacher_reward_accuracy(pipe, role: str) -> dict:
 
 
 def main(argv=None) -> dict:
-    from bench.config import RunConfig, split_sets
-    from bench.pipeline.graph import Pipeline
+    from benchmarks.harness import add_pipeline_options, pipeline_from
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="embedded")
     ap.add_argument("--student", default="smollm2-135m-l12")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--json", help="also write the numbers to this file")
+    add_pipeline_options(ap)
     args = ap.parse_args(argv)
-    _, overrides = split_sets(args.sets, set())
     t0 = time.perf_counter()
-    pipe = Pipeline(RunConfig(method="dpo", student=args.student, preset=args.preset, stage_overrides=overrides))
+    pipe = pipeline_from(args, student=args.student)
     report = {"roles": {}, "reward_accuracy": {}}
     for role, _ in ROLES:
         report["roles"][role] = role_report(pipe, role)

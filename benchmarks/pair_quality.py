@@ -58,20 +58,16 @@ def quality(scores: list[list[float]], k: int, noise: float) -> dict:
 
 
 def main(argv=None) -> dict:
-    from bench.config import RunConfig, split_sets
-    from bench.pipeline.graph import Pipeline
+    from benchmarks.harness import add_pipeline_options, pipeline_from
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--role", default="ref_teacher")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--split", default="pref_train")
-    ap.add_argument("--preset", default="embedded")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--json", help="also write the numbers to this file")
+    add_pipeline_options(ap)
     args = ap.parse_args(argv)
-    _, overrides = split_sets(args.sets, set())
-    pipe = Pipeline(RunConfig(method="dpo", preset=args.preset, stage_overrides=overrides))
+    pipe = pipeline_from(args)
     t0 = time.perf_counter()
     scores = sampled_scores(pipe, args.role, args.split, args.samples, args.temperature, pipe.enc.max_response_len)
     mean_sample = sum(s for per in scores for s in per) / sum(len(per) for per in scores)

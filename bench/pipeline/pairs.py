@@ -155,11 +155,12 @@ def sample_responses(model, tok, prompt_ids: list[list[int]], spec: PairSpec, de
 
     from bench.modeling.generate import HFGenerator, decode
 
-    torch.manual_seed(spec.seed)
     flat = [p for p in prompt_ids for _ in range(spec.samples)]
     gen = HFGenerator(model=model, tokenizer=tok, batch_size=spec.batch_size, do_sample=True,
                       temperature=float(spec.temperature))
-    outs = [decode(tok, o) for o in gen.generate(flat, spec.max_new_tokens, desc=desc)]
+    with torch.random.fork_rng(devices=[]):  # seeded here, the caller's random state untouched
+        torch.manual_seed(spec.seed)
+        outs = [decode(tok, o) for o in gen.generate(flat, spec.max_new_tokens, desc=desc)]
     return [outs[i:i + spec.samples] for i in range(0, len(outs), spec.samples)]
 
 

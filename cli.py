@@ -169,7 +169,7 @@ def leaderboard(
 ):
     """One row per method and settings: mean over seeds with a 95% interval and the seed count. Reads run
     directories only."""
-    from leaderboard.command import FORMATS, build_groups, renderers, table_text, write_plots
+    from leaderboard.command import FORMATS, build_groups, show, write_plots
 
     if fmt not in FORMATS:
         _fail(f"--format {fmt!r} is invalid; use one of {', '.join(FORMATS)}")
@@ -177,40 +177,11 @@ def leaderboard(
         check_output_path(opt, path)
     groups = build_groups(runs, baseline=baseline, filters=filter_, sort=sort, per_run=per_run,
                           tuned=tune_seed if tuned else None)
+    if diagnostics and fmt not in ("table", "md"):
+        _fail(f"--diagnostics prints a table or Markdown (--format table | md), not {fmt!r}")
+    show(groups, fmt, output, cost=cost, baseline=baseline, diagnostics=diagnostics)
     if diagnostics:
-        from leaderboard import diagnostics as diag
-
-        if fmt not in ("table", "md"):
-            _fail(f"--diagnostics prints a table or Markdown (--format table | md), not {fmt!r}")
-        text = diag.to_markdown(groups)
-        if fmt == "table":
-            from rich.console import Console
-
-            console = Console()
-            if not console.is_terminal:  # piped or logged: do not wrap the wide table
-                console = Console(width=240)
-            console.print(diag.to_rich(groups))
-        else:
-            typer.echo(text)
-        if output:
-            atomic_write_text(output, text)
         return
-    if fmt == "table":
-        from rich.console import Console
-
-        from leaderboard.render import to_rich
-
-        console = Console()
-        if not console.is_terminal:  # piped or logged: do not wrap at the default 80 columns
-            console = Console(width=200)
-        console.print(to_rich(groups, cost, baseline))
-        if output:
-            atomic_write_text(output, table_text(groups, cost, baseline))
-    else:
-        text = renderers()[fmt](groups, cost, baseline)
-        if output:
-            atomic_write_text(output, text)
-        typer.echo(text)
     for line in write_plots(groups, plot, radar, sweep_plot, sweep_out, sweep_metric):
         typer.echo(line, err=True)
 
@@ -282,32 +253,14 @@ def pairs(
 ):
     """Turn a prompt set into on-policy preference pairs: both sides are the policy's samples, the label the
     judge's (best against worst; ties give no pair). Cached: the same policy, prompts and settings cost nothing."""
-    from bench.data.resolve import resolve_dataset
-    from bench.pipeline.pairs import PairSpec, build_pairs, make_judge
-    from bench.store.files import atomic_write_text
+    from bench.pipeline.pairs import PairSpec, write_pairs
 
     spec = PairSpec(samples=samples, temperature=temperature, seed=seed, max_new_tokens=max_new_tokens,
                     judge=judge, rm_model=rm_model, noise=noise).validate()
     check_output_path("--out", out)
     if out.exists() and not force:
         _fail(f"--out {out} exists; pass --force to replace it, or another path")
-    if limit is not None and limit < 1:
-        _fail(f"--limit {limit} must be >= 1")
-    if split not in ("sft", "pref_train", "pref_val", "test"):
-        _fail(f"--split {split} is not a split; pass sft, pref_train, pref_val or test")
-    rows = resolve_dataset(prompts, seed=data_seed).split(split)[:limit]
-    if not rows:
-        _fail(f"dataset '{prompts}' has no '{split}' rows; pass --split sft, pref_train, pref_val or test")
-    path, counts = build_pairs(policy, rows, spec, judge=make_judge(spec, rows))
-    atomic_write_text(out, path.read_text())
-    summary = (f"{counts['pairs']} pairs from {counts['prompts']} prompts (ties {counts['ties']}, of them identical "
-               f"samples {counts['identical']}; verdicts swapped {counts['swapped']})")
-    made = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if made and "chosen_verified" in made[0]["meta"]:
-        mean = lambda key: sum(r["meta"][key] for r in made) / len(made)  # noqa: E731
-        summary += (f"; verified score of the chosen side {100 * mean('chosen_verified'):.1f}%, "
-                    f"rejected {100 * mean('rejected_verified'):.1f}%")
-    typer.echo(f"{summary} -> {out}")
+    typer.echo(write_pairs(policy, prompts, split, spec, out, limit=limit, data_seed=data_seed))
 
 
 def check_output_path(option: str, path: Optional[Path]) -> None:

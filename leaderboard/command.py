@@ -76,3 +76,35 @@ def write_plots(groups, plot: Path | None, radar: Path | None, sweep_plot: str |
         out = sweep_out or Path(f"sweep-{sweep_plot}.png")
         written.append(f"sweep plot: {plots.sweep(groups, sweep_plot, out, sweep_metric)}")
     return written
+
+
+def _console(width: int):
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=width)  # piped or logged: do not wrap at 80 columns
+
+
+def show(groups, fmt: str, output: Path | None, *, cost: bool, baseline: str | None, diagnostics: bool) -> None:
+    """Print the table (or, with `diagnostics`, what explains each score) in `fmt`; also write it to `output`."""
+    from bench.store.files import atomic_write_text
+
+    if diagnostics:
+        from leaderboard import diagnostics as diag
+
+        text = diag.to_markdown(groups)
+        if fmt == "table":
+            _console(240).print(diag.to_rich(groups))
+        else:
+            print(text)
+    elif fmt == "table":
+        from leaderboard.render import to_rich
+
+        _console(200).print(to_rich(groups, cost, baseline))
+        text = table_text(groups, cost, baseline)
+    else:
+        text = renderers()[fmt](groups, cost, baseline)
+        print(text)
+    if output:
+        atomic_write_text(output, text)
+

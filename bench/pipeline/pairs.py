@@ -195,3 +195,33 @@ def build_pairs(policy: str, rows: list[dict], spec: PairSpec, judge=None, max_p
 
     path = build_stage("pairs", key, build)
     return path / "pairs.jsonl", json.loads((path / "counts.json").read_text())
+
+
+def write_pairs(policy: str, prompts: str, split: str, spec: PairSpec, out: Path, limit: int | None = None,
+                data_seed: int = 0) -> str:
+    """`bench pairs`: pairs for the `split` prompts of dataset `prompts`, written to `out` (atomically); returns the
+    summary line."""
+    from bench.data.resolve import resolve_dataset
+    from bench.store.files import atomic_write_text
+
+    if limit is not None and limit < 1:
+        raise BenchError(f"--limit {limit} must be >= 1")
+    if split not in ("sft", "pref_train", "pref_val", "test"):
+        raise BenchError(f"--split {split} is not a split; pass sft, pref_train, pref_val or test")
+    rows = resolve_dataset(prompts, seed=data_seed).split(split)[:limit]
+    if not rows:
+        raise BenchError(f"dataset '{prompts}' has no '{split}' rows; pass --split sft, pref_train, pref_val or test")
+    path, counts = build_pairs(policy, rows, spec, judge=make_judge(spec, rows))
+    text = path.read_text()
+    atomic_write_text(out, text)
+    summary = (f"{counts['pairs']} pairs from {counts['prompts']} prompts (ties {counts['ties']}, of them identical "
+               f"samples {counts['identical']}; verdicts swapped {counts['swapped']})")
+    made = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if made and "chosen_verified" in made[0]["meta"]:
+        def mean(key: str) -> float:
+            return 100 * sum(r["meta"][key] for r in made) / len(made)
+
+        summary += (f"; verified score of the chosen side {mean('chosen_verified'):.1f}%, "
+                    f"rejected {mean('rejected_verified'):.1f}%")
+    return f"{summary} -> {out}"
+

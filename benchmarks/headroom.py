@@ -1,5 +1,7 @@
-"""The gap the embedded benchmark offers: verified score per family of every model role, the near-miss errors each
-role makes, and the validation reward accuracy of the two teachers. Builds (or reuses) the cached stages.
+"""The gap the embedded benchmark offers: verified score per family of every model role and of both sides of the
+student's preference pairs, the invariant a benchmark of preference distillation needs (the DPO teacher at least
+10 points above the chosen side and at least 80%), the near-miss errors each role makes, and the validation reward
+accuracy of the two teachers. Builds (or reuses) the cached stages.
 
     python benchmarks/headroom.py [--preset embedded] [--set key=value ...] [--json out.json]
 
@@ -79,6 +81,29 @@ def teacher_reward_accuracy(pipe, role: str) -> dict:
     return out
 
 
+INVARIANT_MARGIN, INVARIANT_FLOOR = 0.10, 0.80  # issue [2/5]: π_dpo ≥ chosen side + 10 points, and ≥ 80%
+
+
+def pair_sides(rows: list[dict]) -> dict:
+    """Mean verified score of the chosen and of the rejected responses of preference rows, overall and per family."""
+    from bench.data.suite import score_response
+
+    out = {}
+    for side in ("chosen", "rejected"):
+        scores = [(r["meta"]["family"], score_response(r["meta"], r[side])) for r in rows]
+        fams = sorted({f for f, _ in scores})
+        out[side] = {"score": sum(s for _, s in scores) / len(scores),
+                     "per_family": {f: sum(s for g, s in scores if g == f) / sum(g == f for g, _ in scores)
+                                    for f in fams}}
+    return out
+
+
+def invariant(teacher: float, chosen: float) -> dict:
+    margin = teacher - chosen
+    return {"teacher": teacher, "chosen": chosen, "margin": margin,
+            "met": margin >= INVARIANT_MARGIN - 1e-12 and teacher >= INVARIANT_FLOOR}
+
+
 def main(argv=None) -> dict:
     from benchmarks.harness import add_pipeline_options, pipeline_from
 
@@ -93,6 +118,8 @@ def main(argv=None) -> dict:
         report["roles"][role] = role_report(pipe, role)
     for role in ("ref_teacher", "dpo_teacher"):
         report["reward_accuracy"][role] = teacher_reward_accuracy(pipe, role)
+    report["pairs"] = pair_sides(pipe.split_rows("pref_train"))
+    report["invariant"] = invariant(report["roles"]["dpo_teacher"]["score"], report["pairs"]["chosen"]["score"])
     report["timings"] = {k: round(v, 1) for k, v in pipe.timings.items()}
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     print_report(report, pipe)
@@ -105,18 +132,26 @@ def print_report(report: dict, pipe) -> None:
     roles = report["roles"]
     fams = sorted({f for r in roles.values() for f in r["per_family"]})
     n = len(pipe.split_rows("test"))
-    print(f"\nVerified score (%) on the {n} test prompts, suite {pipe.bundle.version}, data_seed {pipe.data_seed}\n")
-    print("| family | " + " | ".join(label for _, label in ROLES) + " |")
-    print("|---" * (len(ROLES) + 1) + "|")
+    pairs = report["pairs"]
+    print(f"\nVerified score (%) on the {n} test prompts, suite {pipe.bundle.version}, data_seed {pipe.data_seed}; "
+          "chosen and rejected side: the student's pref_train pairs\n")
+    print("| family | chosen side | rejected side | " + " | ".join(label for _, label in ROLES) + " |")
+    print("|---" * (len(ROLES) + 3) + "|")
     for f in fams:
-        print(f"| {f} | " + " | ".join(f"{100 * roles[r]['per_family'][f]:.1f}" for r, _ in ROLES) + " |")
-    print("| **all** | " + " | ".join(f"**{100 * roles[r]['score']:.1f}**" for r, _ in ROLES) + " |")
+        sides = " | ".join(f"{100 * pairs[s]['per_family'].get(f, float('nan')):.1f}" for s in ("chosen", "rejected"))
+        print(f"| {f} | {sides} | " + " | ".join(f"{100 * roles[r]['per_family'][f]:.1f}" for r, _ in ROLES) + " |")
+    print(f"| **all** | **{100 * pairs['chosen']['score']:.1f}** | **{100 * pairs['rejected']['score']:.1f}** | "
+          + " | ".join(f"**{100 * roles[r]['score']:.1f}**" for r, _ in ROLES) + " |")
     print("| near-miss errors (% of prompts) | "
           + " | ".join(f"{100 * roles[r]['near_miss_share']:.1f}" for r, _ in ROLES) + " |")
     styled_n = next((roles[r].get("styled_n") for r, _ in ROLES if roles[r].get("styled_n")), 0)
     print(f"| house style (% of the {styled_n} styled prompts) | "
           + " | ".join("–" if roles[r].get("house_style") is None else f"{100 * roles[r]['house_style']:.1f}"
                        for r, _ in ROLES) + " |")
+    inv = report["invariant"]
+    print(f"\nInvariant (π_dpo ≥ chosen side + {100 * INVARIANT_MARGIN:.0f} points and "
+          f"≥ {100 * INVARIANT_FLOOR:.0f}%): π_dpo {100 * inv['teacher']:.1f}, chosen side "
+          f"{100 * inv['chosen']:.1f}, margin {100 * inv['margin']:+.1f} points: {'met' if inv['met'] else 'NOT met'}")
     kinds = sorted({k for r in roles.values() for k in r["near_miss_errors"]})
     print("\nNear-miss errors by kind (count over the test prompts; the kinds the preference data's rejected "
           "responses model)\n")

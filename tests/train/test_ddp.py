@@ -62,8 +62,19 @@ def launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def ddp_runs(tiny_dirs, tiny_run_config, bench_cache, tmp_path_factory):
-    """(single-process runs at batch 4, at batch 2, the launched runs at 2 × 2, saved signal entries, results)."""
+    """(single-process runs at batch 4, at batch 2, the launched runs at 2 × 2, saved signal entries, results), on a
+    cache of their own (its converted models shared): the fixture deletes signal entries and the test counts the
+    teacher-side stages, which other pytest-xdist workers must neither see nor disturb."""
+    from safety_kit import new_cache
+
     base = tmp_path_factory.mktemp("ddp")
+    with pytest.MonkeyPatch.context() as mp:
+        cache = new_cache(base / "cache", bench_cache)
+        mp.setenv("BENCH_CACHE", str(cache))
+        return _ddp_runs(base, cache, tiny_run_config)
+
+
+def _ddp_runs(base: Path, bench_cache: Path, tiny_run_config) -> dict:
     single, small = {}, {}
 
     def one_process(method: str, batch: int, runs: str) -> Path:
@@ -93,11 +104,12 @@ def ddp_runs(tiny_dirs, tiny_run_config, bench_cache, tmp_path_factory):
             args += ["--set", s]
         results[m] = launch(args, ROOT)
     return {"single": single, "small": small, "saved": saved, "results": results, "teacher_side": teacher_side,
-            "base": base}
+            "base": base, "cache": bench_cache}
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_launch_matches_one_process_with_the_same_global_batch(ddp_runs, method, bench_cache):
+def test_launch_matches_one_process_with_the_same_global_batch(ddp_runs, method):
+    bench_cache = ddp_runs["cache"]
     proc = ddp_runs["results"][method]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = [line for line in proc.stdout.splitlines() if line.startswith(str(ddp_runs["base"] / "ddp"))]
@@ -112,7 +124,8 @@ def test_launch_matches_one_process_with_the_same_global_batch(ddp_runs, method,
         assert rel(update(ddp_runs["small"]["dpo"], bench_cache), one) > 0.5
 
 
-def test_teacher_side_built_once_and_signals_sharded_byte_identical(ddp_runs, bench_cache):
+def test_teacher_side_built_once_and_signals_sharded_byte_identical(ddp_runs):
+    bench_cache = ddp_runs["cache"]
     assert all(p.returncode == 0 for p in ddp_runs["results"].values())
     now = sorted(p.name for kind in ("ref_teacher", "dpo_teacher", "sft_student")
                  for p in (bench_cache / "stages" / kind).glob("*") if not p.name.startswith("."))

@@ -297,7 +297,10 @@ def tuning_candidates(cells: list[Cell], entries: list[dict]) -> list[dict]:
     for cell, entry in zip(cells, entries):
         score = None
         if entry.get("status") in ("done", "reused") and entry.get("run"):
-            score = validation_of(RunDir(entry["run"]).manifest, entry["run"])
+            try:
+                score = validation_of(RunDir(entry["run"]).manifest, entry["run"])
+            except BenchError:  # a run that fails its checksums is no candidate (the leaderboard skips it too)
+                score = None
         out.append({"method": cell.method, "key": grid_label(cell.grid), "label": grid_label(cell.grid),
                     "grid": cell.grid, "seed": cell.seed, "validation": score})
     return out

@@ -1,11 +1,11 @@
 """What a run cost: the stages it used (with what each cost when it was built), its own training, and peak memory.
 
 Every cached entry records in its marker what building it cost (`cost`: seconds, tokens, forward passes, bytes)
-and which entries it used itself (`deps`, recorded by bench.store.stages while it was built). A run records the entries
-it used directly (bench.store.stages.recording_use) and stores their closure in its manifest, so the leaderboard can show
-teacher passes, cache bytes and a total wall-clock in which each shared stage is amortised over the runs that used
-it. Peak memory is sampled while the student trains (`psutil`, resident set size; the CUDA allocator's
-peak when there is a GPU).
+and which entries it used itself (`deps`, recorded by bench.store.stages while it was built). A run records the
+entries it used directly (bench.store.stages.recording_use) and stores their closure in its manifest, so the
+leaderboard can show teacher passes, cache bytes and a total wall-clock in which each shared stage is amortised over
+the runs that used it. Peak memory is sampled while the student trains (`psutil`, resident set size; the CUDA
+allocator's peak when there is a GPU).
 """
 from __future__ import annotations
 

@@ -199,8 +199,8 @@ def checkpoint_score_fn(prompts: Sequence[Any], *, rm_model: str = EMBEDDED_RM, 
 def validation_scorer(rm_model: str, pipe=None, settings: dict | None = None,
                       cache_dir: str | Path | None = None) -> Callable[[Sequence[Any], Sequence[str]], float]:
     """``score(prompts, responses) -> mean RM score`` for the trainer's checkpoint selection (``select_by: rm`` in
-    :mod:`bench.pipeline.selection`). The RM is loaded once, on first use; scores are cached like the evaluator's. ``pipe``
-    (a ``bench.pipeline.graph.Pipeline``) contributes its preset's ``rm_*`` and ``device`` settings."""
+    :mod:`bench.pipeline.selection`). The RM is loaded once, on first use; scores are cached like the evaluator's.
+    ``pipe`` (a ``bench.pipeline.graph.Pipeline``) contributes its preset's ``rm_*`` and ``device`` settings."""
     merged = {}
     preset = getattr(pipe, "preset", None) or {}
     merged.update({k: v for k, v in preset.items() if str(k).startswith("rm_") or k in ("device", "dtype")})

@@ -14,10 +14,10 @@ import inspect
 from functools import lru_cache
 
 # Shared code every trained model depends on (the loss helpers, the packed forward, the training loop).
-TRAINING_MODULES = ("bench.tensors", "bench.head", "bench.modeling.forward", "bench.modeling.precision", "bench.train.trainer",
-                    "bench.train.checkpoint")
-SIGNAL_MODULES = ("bench.signals.compute", "bench.modeling.forward", "bench.head", "bench.tensors", "bench.signals.cache",
-                  "bench.signals.codec")
+TRAINING_MODULES = ("bench.tensors", "bench.head", "bench.modeling.forward", "bench.modeling.precision",
+                    "bench.train.trainer", "bench.train.checkpoint")
+SIGNAL_MODULES = ("bench.signals.compute", "bench.modeling.forward", "bench.head", "bench.tensors",
+                  "bench.signals.cache", "bench.signals.codec")
 GENERATION_MODULES = ("bench.modeling.generate",)
 
 

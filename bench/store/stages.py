@@ -104,8 +104,8 @@ def _recording_deps(build: Callable[[Path], dict | None]) -> Callable[[Path], di
 @contextmanager
 def recording_use():
     """Collect the path of every published directory used (built or reused) inside the block, outside of other
-    entries' builds (those become the building entry's `deps`): `bench.pipeline.costs.closure` follows the deps, and a run
-    records the whole closure in its manifest (costs, and `bench cache ls|gc` knowing which runs use what)."""
+    entries' builds (those become the building entry's `deps`): `bench.pipeline.costs.closure` follows the deps, and a
+    run records the whole closure in its manifest (costs, and `bench cache ls|gc` knowing which runs use what)."""
     used: set[str] = set()
     _RECORDERS.append(used)
     try:

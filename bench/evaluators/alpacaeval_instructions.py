@@ -22,13 +22,13 @@ def instruction_text(messages) -> str:
 
 
 def load_alpaca_eval_instructions() -> list[dict]:
-    from bench.evaluators.mtbench import offline
+    from bench.modeling.hub import offline_by_env
 
     try:
         from huggingface_hub import hf_hub_download
 
         path = hf_hub_download(repo_id="tatsu-lab/alpaca_eval", filename="alpaca_eval.json", repo_type="dataset",
-                               local_files_only=offline())
+                               local_files_only=offline_by_env())
     except Exception as e:  # noqa: BLE001 - any hub failure means the same here
         raise BenchError(f"the AlpacaEval instructions (tatsu-lab/alpaca_eval, alpaca_eval.json) could not be loaded "
                          f"({type(e).__name__}; offline?); pass alpaca_instructions=PATH to a local copy, or "

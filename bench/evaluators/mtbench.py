@@ -36,7 +36,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 import re
 import time
 import urllib.request
@@ -44,6 +43,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.evaluators import Evaluator, register_evaluator
+from bench.modeling.hub import offline_by_env
 from bench.store.files import atomic_write_text, read_jsonl, write_jsonl
 
 FASTCHAT_DATA = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
@@ -71,15 +71,11 @@ def fastchat_judge_modules():
     return common, gen_judgment, get_conversation_template
 
 
-def offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("BENCH_OFFLINE", "HF_HUB_OFFLINE"))
-
-
 def fetch_cached(url: str, dest: Path, what: str, fix: str) -> Path:
     """``dest`` if present, else download ``url`` to it (atomically). BenchError naming ``fix`` when that fails."""
     if dest.exists():
         return dest
-    if offline():
+    if offline_by_env():
         raise BenchError(f"{what} not found locally and this machine is offline (BENCH_OFFLINE/HF_HUB_OFFLINE); {fix}")
     try:
         with urllib.request.urlopen(url, timeout=30) as resp:

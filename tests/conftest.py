@@ -9,6 +9,7 @@ cores, and two workers of two threads each on two cores only spin.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -55,18 +56,24 @@ def bench_cache(tmp_path_factory) -> Path:
             os.environ[k] = v
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_thread_per_worker():
-    """Under pytest-xdist: one intra-op torch thread per worker (see module docstring)."""
-    if not _xdist_worker():
-        yield
-        return
+@contextlib.contextmanager
+def one_torch_thread():
+    """One intra-op torch thread inside the block, the previous count restored after it."""
     import torch
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker():
+    """Under pytest-xdist: one intra-op torch thread per worker (see module docstring)."""
+    with one_torch_thread() if _xdist_worker() else contextlib.nullcontext():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -111,18 +118,12 @@ def tiny_run_config():
 @pytest.fixture(scope="session")
 def tiny_dpo_run(tiny_dirs, tmp_path_factory):
     """One complete DPO run of the tiny pipeline (run directory), shared by the tests that read a run."""
-    import torch
-
     from bench.runs.run import run_pipeline
 
     runs = tmp_path_factory.mktemp("tiny-runs")
     cfg = _tiny_run_config(runs)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # see single_thread_module
-    try:
+    with one_torch_thread():  # see single_thread_module
         return run_pipeline(cfg), cfg
-    finally:
-        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -130,20 +131,12 @@ def single_thread_module():
     """One intra-op torch thread for a whole module (use with `pytestmark = pytest.mark.usefixtures(...)`).
     Tiny models gain nothing from threads, and on a loaded 2-core box OpenMP spinning made the core tests ~5x
     slower (88 s vs 10 s for the trainer/forward/generate modules)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture
 def one_thread():
     """Tiny tensors: one intra-op thread avoids OpenMP start-up/contention costs on a busy 2-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_torch_thread():
+        yield

@@ -16,12 +16,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Main job: the embedded benchmark at demo scale (configs/runs/demo.yaml): the teacher side once, then SFT, DPO and
-# DCKD students (one seed), then the leaderboard with DPO as the paired baseline. The full 7 methods x 3 seeds
-# table is `bench sweep embedded-main` (README, "The embedded benchmark").
+# Main job: the embedded benchmark at demo scale (configs/runs/demo.yaml): the teacher side once, the student's
+# on-policy pairs, then SFT, DPO and DCKD students (one seed; two cells at a time, so the teacher's and the student's
+# SFT stages build side by side), then the leaderboard with DPO as the paired baseline and its plot. The tuned
+# 9 methods x 3 seeds table is `bench sweep embedded-tuned` (README, "The embedded benchmark").
 demo: setup
-	OMP_NUM_THREADS=2 $(BIN)/bench sweep --preset demo --methods sft,dpo,dckd --seeds 0 --runs runs/demo
-	$(BIN)/bench leaderboard --runs runs/demo --baseline dpo
+	$(BIN)/bench sweep --preset demo --methods sft,dpo,dckd --seeds 0 --jobs 2 --runs runs/demo
+	$(BIN)/bench leaderboard --runs runs/demo --baseline dpo --plot runs/demo/leaderboard.png
 
 # The suite runs on every core (pytest-xdist; `-n 0` in PYTEST_ARGS runs it in one process). The workers share one
 # cache, so the embedded model and its stages are built once per session whichever worker gets there first.

@@ -2,7 +2,7 @@
 teacher), judged by the suite's checker, best against worst, at several K and label-noise rates. The numbers the
 embedded suite 3.x design needs: the chosen side must stay well below the DPO teacher (issue [2/5]'s invariant).
 
-    python benchmarks/pair_quality.py [--role ref_teacher] [--samples 4] [--temperature 1.0] [--split pref_train]
+    python benchmarks/pair_quality.py [--role ref_teacher] [--samples 4] [--temperature 1.0] [--split SPLIT]
                                       [--preset embedded] [--set key=value ...] [--json out.json]
 
 Samples once with the largest K (cached as a "pairs" stage would be, here as a "pair_samples" stage), then derives
@@ -64,14 +64,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--role", default="ref_teacher")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--split", default="pref_train")
+    ap.add_argument("--split", default=None, help="default: the teachers' pairs (the student pairs' prompts)")
     add_pipeline_options(ap)
     args = ap.parse_args(argv)
     pipe = pipeline_from(args)
+    args.split = args.split or pipe.teacher_pref
     t0 = time.perf_counter()
     scores = sampled_scores(pipe, args.role, args.split, args.samples, args.temperature, pipe.enc.max_response_len)
     mean_sample = sum(s for per in scores for s in per) / sum(len(per) for per in scores)
-    rows = [quality(scores, k, noise) for k in range(2, args.samples + 1) for noise in (0.0, 0.2, 0.3)]
+    rows = [quality(scores, k, noise) for k in range(2, args.samples + 1) for noise in (0.0, 0.2, 0.25, 0.3)]
     print(f"\n{args.role} at T={args.temperature} on {len(scores)} {args.split} prompts: mean verified score of one "
           f"sample {100 * mean_sample:.1f}% ({time.perf_counter() - t0:.0f} s)\n")
     print("| K | label noise | pairs | ties | chosen side (verified %) | rejected side (verified %) |")

@@ -104,7 +104,8 @@ def run_row(path: Path) -> dict:
            "mtbench_categories": (metrics.get("mtbench") or {}).get("categories") or {},
            "cost": manifest.get("cost") or {}, "train_s": (metrics.get("train") or {}).get("seconds"),
            "validation": validation_of(manifest, path),
-           "diagnostics": diagnostics_of(manifest, metrics)}
+           "diagnostics": diagnostics_of(manifest, metrics),
+           "references": {k: float(v) for k, v in (manifest.get("references") or {}).items() if _number(v) is not None}}
     for m in METRICS:
         section = metrics.get(m.evaluator) or {}
         value = section.get(m.field)

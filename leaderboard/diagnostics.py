@@ -33,11 +33,22 @@ def diagnostics_rows(groups: list[dict]) -> tuple[list[str], list[list[str]]]:
     return heads, rows
 
 
+def references_line(groups: list[dict]) -> str:
+    """The reference levels every run of the table shares (verified %), one line; empty when none."""
+    from leaderboard.plots import REFERENCES, shared_references
+
+    refs = shared_references(groups, (*(k for k, *_ in REFERENCES), "rejected"))
+    labels = {key: text for key, text, *_ in REFERENCES} | {"rejected": "rejected side"}
+    parts = [f"{labels[k]} {100 * v:.1f}" for k, v in refs.items() if v is not None]
+    return ("Reference levels (verified %, the same for every run here): " + ", ".join(parts) + ".") if parts else ""
+
+
 def to_markdown(groups: list[dict]) -> str:
     heads, rows = diagnostics_rows(groups)
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n\nMeans over seeds. KL to teacher: token-mean KL(π_dpo ‖ π_θ) on the run's own " \
+    refs = references_line(groups)
+    return "\n".join(lines) + ("\n\n" + refs if refs else "") + "\n\nMeans over seeds. KL to teacher: token-mean KL(π_dpo ‖ π_θ) on the run's own " \
         "greedy test responses (`bench eval --suite teacher_kl`); KL at start: the SFT student's on the same states. " \
         "House style: share of the styled test prompts (each family's last template) answered in the SFT " \
         "demonstrator's habitual format.\n"
@@ -47,7 +58,7 @@ def to_rich(groups: list[dict]):
     from rich.table import Table
 
     heads, rows = diagnostics_rows(groups)
-    table = Table(title="diagnostics (means over seeds)")
+    table = Table(title="diagnostics (means over seeds)", caption=references_line(groups) or None)
     for i, h in enumerate(heads):
         table.add_column(h, justify="left" if i < 2 else "right")
     for r in rows:

@@ -41,6 +41,24 @@ def _label(g: dict) -> str:
     return g["method"] + (f"\n{g['settings']}" if g["settings"] else "")
 
 
+REFERENCES = (("dpo_teacher", "π_dpo (DPO teacher)", "-", "tab:red"),
+              ("sft_student", "SFT student (the start)", "--", "0.35"),
+              ("chosen", "chosen side of the student's pairs", ":", "tab:green"))
+
+
+def shared_references(groups: list[dict], keys=tuple(k for k, *_ in REFERENCES)) -> dict[str, float]:
+    """The reference levels (verified score, 0-1) every run of the table shares (one teacher, student and data):
+    the DPO teacher, the SFT student the runs start from, the chosen side of their pairs. A level the runs
+    disagree on (the table mixes teachers or data) is left out; so is one no run recorded."""
+    out = {}
+    for key in keys:
+        values = {round(r["references"][key], 6) for g in groups for r in g.get("_runs", ())
+                  if key in r.get("references", {})}
+        if len(values) == 1:
+            out[key] = values.pop()
+    return out
+
+
 def bars(groups: list[dict], out: Path) -> Path:
     """One panel per metric; a bar per row with its 95% interval; `n=` seeds above each bar; hatched = partial."""
     plt = _plt()
@@ -69,6 +87,14 @@ def bars(groups: list[dict], out: Path) -> Path:
         if m.unit == "%":
             ax.set_ylim(0, 108)
         ax.set_title(m.label)
+        if col == "verified":
+            refs = shared_references(groups)
+            for key, text, style, color in REFERENCES:
+                if key in refs:
+                    ax.axhline(100 * refs[key], linestyle=style, color=color, linewidth=1.2, zorder=3,
+                               label=f"{text}: {100 * refs[key]:.1f}")
+            if refs:
+                ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
         ax.spines[["top", "right"]].set_visible(False)
     fig.suptitle("mean over seeds, error bars: 95% interval; n = seeds", fontsize=9)
     fig.tight_layout()

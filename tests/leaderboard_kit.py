@@ -10,7 +10,7 @@ from bench.store.rundir import RunDir
 def make_run(root: Path, name: str, *, method: str = "dpo", seed: int = 0, settings: dict | None = None,
              overrides: dict | None = None, preset: str = "embedded", items: dict | None = None,
              metrics: dict | None = None, cost: dict | None = None, student: str = "stu", teacher: str = "tea",
-             dataset: str = "embedded", validation: float | None = None) -> Path:
+             dataset: str = "embedded", validation: float | None = None, references: dict | None = None) -> Path:
     """`items`: {metric section: {item id: score}} (the score is their mean); `metrics`: extra sections;
     `validation`: the selected checkpoint's validation score (the manifest's record)."""
     from bench.registry import get_method
@@ -23,7 +23,7 @@ def make_run(root: Path, name: str, *, method: str = "dpo", seed: int = 0, setti
                 "config": {"method_settings": settings or {}, "stage_overrides": overrides or {}},
                 "run_preset": {"student": {"train": {"lr": 1e-5, **(overrides or {})}}},
                 "model_identities": {"student": student, "teacher": teacher}, "data_hashes": {"test": "h"},
-                "cost": cost or {}}
+                "cost": cost or {}, "references": references}
     if validation is not None:
         manifest["validation"] = {"by": "verified", "score": validation, "step": 3}
     out = {"train": {"seconds": 10.0 + seed}}

@@ -33,6 +33,7 @@ from bench.modeling.precision import autocast, resolve_precision
 from bench.paths import cache_root
 from bench.pipeline.costs import PeakMemory
 from bench.pipeline.selection import make_validator, resolve_select_by
+from bench.pipeline.student_data import TEACHER_PREF, StudentPairs, student_pairs_apply
 from bench.registry import get_method
 from bench.signals.cache import SignalEntry, write_entry
 from bench.signals.compute import SIGNAL_FORMAT, check_k
@@ -92,6 +93,13 @@ class Pipeline:
         for role in (*TEACHER_STAGES, "sft_student", "student"):  # fail before any work, not mid-pipeline
             if role in self.preset:
                 self._train_cfg(self.preset[role]).validate()
+        # the student's own pairs (bench.pipeline.student_data): the teacher stages keep the dataset's pairs
+        self.student_pairs: StudentPairs | None = None
+        self.teacher_pref = "pref_train"
+        if student_pairs_apply(self.preset, bundle, cfg.stage_overrides, self.notices):
+            bundle.splits[TEACHER_PREF], bundle.splits["pref_train"] = bundle.split("pref_train"), []
+            self.teacher_pref = TEACHER_PREF
+            self.student_pairs = StudentPairs(self, self.preset["student_pairs"])
         self.timings: dict[str, float] = {}
         self._encoded: dict[str, list] = {}
         self._identities: dict[str, dict] = {}
@@ -99,6 +107,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ data
     def split_rows(self, split: str) -> list[dict]:
+        if split == "pref_train" and self.student_pairs is not None and not self.bundle.split(split):
+            self.bundle.splits[split] = self.student_pairs.rows()
         rows = self.bundle.split(split)
         if not rows:
             raise BenchError(f"dataset '{self.bundle.name}' has no '{split}' rows; this stage needs them")
@@ -131,7 +141,12 @@ class Pipeline:
         return self._identities[name]
 
     def data_key(self, split: str) -> dict:
-        return {"split": split, "hash": self.bundle.split_hash(split), "enc": content_key(self.enc.fingerprint())}
+        """What a stage trained on `split` depends on: its rows' hash (the student's own pairs: their recipe)."""
+        enc = content_key(self.enc.fingerprint())
+        if split == "pref_train" and self.student_pairs is not None:
+            return {"split": split, "pairs": content_key(self.student_pairs.key()), "enc": enc}
+        label = "pref_train" if split == TEACHER_PREF else split  # the teachers' pairs, as without student pairs
+        return {"split": label, "hash": self.bundle.split_hash(split), "enc": enc}
 
     def stage_cfg(self, role: str) -> dict:
         if role not in self.preset:
@@ -146,7 +161,7 @@ class Pipeline:
             init = {"ref_teacher": self.base_key(self.teacher), "sft_student": self.base_key(self.cfg.student)}.get(role)
             if init is None:
                 init = self.model_key("ref_teacher")
-            split = {"ref_teacher": "sft", "sft_student": "sft"}.get(role, "pref_train")
+            split = {"ref_teacher": "sft", "sft_student": "sft"}.get(role, self.teacher_pref)
             code = method_code_version(get_method(sc.get("method", "sft")))
             return {"stage": role, "init": init, "data": self.data_key(split), "train": result_preset({"s": sc})["s"], "code": code}
         if role.startswith("run:"):
@@ -206,7 +221,7 @@ class Pipeline:
         elif role == "sft_student":
             init, split, alias = "student_base", "sft", {}
         else:  # dpo_teacher, chosen_teacher start from the reference teacher
-            init, split, alias = "ref_teacher", "pref_train", {"reference": "ref_teacher"}
+            init, split, alias = "ref_teacher", self.teacher_pref, {"reference": "ref_teacher"}
         data = self.train_data(method, mcfg, split, alias, self.stage_precision(role))
         if init == "ref_teacher":
             self.model_dir(init)

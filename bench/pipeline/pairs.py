@@ -164,15 +164,45 @@ def sample_responses(model, tok, prompt_ids: list[list[int]], spec: PairSpec, de
     return [outs[i:i + spec.samples] for i in range(0, len(outs), spec.samples)]
 
 
+def pairs_key(policy_identity, prompt_ids: list[list[int]], rows: list[dict], spec: PairSpec, judge) -> dict:
+    """The content key of a pairs stage: the policy (its content, or the key of the pipeline stage that makes it),
+    the prompts' tokens and rows, the sampling settings, the judge and the code that samples and pairs."""
+    from bench.store.identity import GENERATION_MODULES, code_version
+    from bench.store.stages import token_hash
+
+    return {"format": PAIRS_FORMAT, "policy": policy_identity, "prompts": token_hash(prompt_ids),
+            "rows": token_hash([[r["id"], r.get("meta")] for r in rows]),
+            "spec": {k: v for k, v in asdict(spec).items() if k != "rm_model"}, "judge": judge.identity(),
+            "code": code_version(*GENERATION_MODULES, __name__)}
+
+
+def pairs_stage(key: dict, sample, rows: list[dict], spec: PairSpec, judge) -> tuple[Path, dict]:
+    """(pairs.jsonl, counts) of the stage `key`, built if missing: `sample()` returns the samples per row (called
+    only when building; process 0 alone samples under several processes), the judge scores them, `pair_rows` pairs
+    them."""
+    from bench import dist
+    from bench.store.files import atomic_write_json, write_jsonl
+    from bench.store.stages import build_stage
+
+    def build(tmp: Path) -> dict:
+        if not dist.is_main():
+            return {}
+        samples = sample()
+        pairs, counts = pair_rows(rows, samples, judge.score(rows, samples), spec)
+        write_jsonl(tmp / "pairs.jsonl", pairs)
+        atomic_write_json(tmp / "counts.json", counts)
+        return counts
+
+    path = build_stage("pairs", key, build)
+    return path / "pairs.jsonl", json.loads((path / "counts.json").read_text())
+
+
 def build_pairs(policy: str, rows: list[dict], spec: PairSpec, judge=None, max_prompt_len: int = 256
                 ) -> tuple[Path, dict]:
     """(pairs.jsonl path in the cache, counts) for `policy` (a preset, HF id or directory) on `rows`; `judge` as
     made by `make_judge` (made here when not given)."""
     from bench.modeling.encoding import Encoder
     from bench.modeling.models import load_model, load_tokenizer, model_identity
-    from bench.store.files import atomic_write_json, write_jsonl
-    from bench.store.identity import GENERATION_MODULES, code_version
-    from bench.store.stages import build_stage, token_hash
 
     spec.validate()
     if not rows:
@@ -181,20 +211,9 @@ def build_pairs(policy: str, rows: list[dict], spec: PairSpec, judge=None, max_p
     tok = load_tokenizer(policy)
     enc = Encoder(tok, max_prompt_len, spec.max_new_tokens)
     prompt_ids = [enc.prompt_ids(r["prompt"], r["id"]) for r in rows]
-    key = {"format": PAIRS_FORMAT, "policy": model_identity(policy), "prompts": token_hash(prompt_ids),
-           "rows": token_hash([[r["id"], r.get("meta")] for r in rows]),
-           "spec": {k: v for k, v in asdict(spec).items() if k != "rm_model"}, "judge": judge.identity(),
-           "code": code_version(*GENERATION_MODULES, __name__)}
-
-    def build(tmp: Path) -> dict:
-        samples = sample_responses(load_model(policy), tok, prompt_ids, spec, desc=f"sample {spec.samples}x")
-        pairs, counts = pair_rows(rows, samples, judge.score(rows, samples), spec)
-        write_jsonl(tmp / "pairs.jsonl", pairs)
-        atomic_write_json(tmp / "counts.json", counts)
-        return counts
-
-    path = build_stage("pairs", key, build)
-    return path / "pairs.jsonl", json.loads((path / "counts.json").read_text())
+    key = pairs_key(model_identity(policy), prompt_ids, rows, spec, judge)
+    return pairs_stage(key, lambda: sample_responses(load_model(policy), tok, prompt_ids, spec,
+                                                     desc=f"sample {spec.samples}x"), rows, spec, judge)
 
 
 def write_pairs(policy: str, prompts: str, split: str, spec: PairSpec, out: Path, limit: int | None = None,

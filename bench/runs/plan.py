@@ -58,7 +58,7 @@ class Planner:
                     self.data(method, mcfg, "sft", {})
                 else:
                     self.model("ref_teacher")
-                    self.data(method, mcfg, "pref_train", {"reference": "ref_teacher"})
+                    self.data(method, mcfg, pipe.teacher_pref, {"reference": "ref_teacher"})
             return self._add(f"{role} stage", path, is_done(path))
         if role.startswith("run:"):
             path = stage_path("student_run", pipe.model_key(role))
@@ -77,7 +77,17 @@ class Planner:
 
         return [r["token_ids"] for r in read_jsonl(path / "generations.jsonl")]
 
+    def pairs(self) -> bool:
+        """The student's own pairs stage (bench.pipeline.student_data), if the preset has one: True once built."""
+        sp = self.pipe.student_pairs
+        self.model(sp.policy)
+        built = sp.is_built()
+        self._add(f"pairs of {sp.policy} for the student ({sp.describe()})", sp.path(), built)
+        return built
+
     def side(self, split: str, side: str, alias: dict) -> list | None:
+        if split == "pref_train" and self.pipe.student_pairs is not None and not self.pairs():
+            return None
         if side.startswith("gen:"):
             gens = self.generations(alias.get(side[4:], side[4:]), split)
             if gens is None:
@@ -94,7 +104,7 @@ class Planner:
             pairs = self.side(split, spec.side, alias)
             what = f"signals of {role} on {split}/{spec.side}"
             if pairs is None:
-                self._add(what + " (keyed by the generations above)", None, False)
+                self._add(what + " (keyed by the pairs or generations above)", None, False)
             else:
                 path = stage_path("signals", self.pipe.signal_key(role, pairs))
                 self._add(what, path, is_done(path, SIGNAL_MARKER))
@@ -119,7 +129,7 @@ def describe_run(pipe: Pipeline, run_path: Path, run_state: str) -> list[tuple[s
     cfg = pipe.cfg
     method = get_method(cfg.method)
     mcfg = method.make_config(cfg.method_settings)
-    sizes = ", ".join(f"{s} {len(pipe.bundle.split(s))}" for s in ("sft", "pref_train", "pref_val", "test"))
+    sizes = ", ".join(f"{s} {len(pipe.bundle.split(s))}" for s in ("sft", pipe.teacher_pref, "pref_val", "test"))
     given = set(cfg.method_settings)
     settings = " ".join(f"{k}={v}" for k, v in mcfg.to_dict().items()) or "none"
     train = pipe.stage_cfg("student").get("train", {})
@@ -137,6 +147,9 @@ def describe_run(pipe: Pipeline, run_path: Path, run_state: str) -> list[tuple[s
         ("selection", f"{pipe.preset.get('select_by')} on up to {pipe.preset.get('val_prompts')} validation rows"),
         ("seed", str(cfg.seed)),
     ]
+    if pipe.student_pairs is not None:
+        lines.append(("pairs", f"the student's pref_train: {pipe.student_pairs.describe()}; the teachers train on "
+                               f"the dataset's pairs ({pipe.teacher_pref})"))
     if cfg.eval_suite:
         lines.append(("evaluate", ", ".join(cfg.eval_suite)))
     return lines

@@ -300,7 +300,10 @@ def _write_results(pipe, cfg: RunConfig, run: RunDir, identity: str, final, resu
                                                     "seconds": result.seconds, "tokens_per_s": result.tokens_per_s})
     cost = {**pipe.run_cost, "generate_seconds": round(pipe.timings["generate:test"], 3),
             "wall_seconds": round(time.perf_counter() - t_start, 3), "stages": closure(getattr(pipe, "used_entries", ()))}
-    atomic_write_json(run.manifest_path, {**manifest(pipe, cfg, mcfg, run, result, identity), "cost": cost})
+    from bench.pipeline.references import reference_levels
+
+    atomic_write_json(run.manifest_path, {**manifest(pipe, cfg, mcfg, run, result, identity), "cost": cost,
+                                          "references": reference_levels(pipe)})
     ctx = EvalContext(settings={"model": model})
     metrics = {"train": {"steps": result.steps, "seconds": round(result.seconds, 2),
                          "tokens_per_s": round(result.tokens_per_s, 1),
@@ -331,7 +334,8 @@ def manifest(pipe, cfg: RunConfig, mcfg, run: RunDir, result, identity: str) -> 
         "run_id": run.path.name, "identity": identity, "method": cfg.method, "student": cfg.student,
         "teacher": pipe.teacher, "dataset": cfg.dataset, "seed": cfg.seed, "preset": cfg.preset,
         "config": cfg.to_dict(), "method_settings": mcfg.to_dict(), "run_preset": pipe.preset,
-        "versions": versions(), "data_hashes": pipe.bundle.hashes(), "dataset_version": pipe.bundle.version,
+        "versions": versions(), "data_hashes": {**pipe.bundle.hashes(), **(
+            {"teacher_pref": pipe.bundle.split_hash("teacher_pref")} if pipe.student_pairs is not None else {})}, "dataset_version": pipe.bundle.version,
         "model_identities": {"student": pipe.base_key(cfg.student), "teacher": pipe.base_key(pipe.teacher)},
         "suite_version": pipe.bundle.version if pipe.bundle.name == "embedded" else None,
         "git_commit": git_commit(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -340,6 +344,7 @@ def manifest(pipe, cfg: RunConfig, mcfg, run: RunDir, result, identity: str) -> 
         "validation": validation_record(pipe.preset.get("select_by"), result.evals),
         "student_path": "checkpoint", "teacher_path": pipe.built_path("dpo_teacher"),
         "cache_entries": used_entries(pipe, cfg),
+        "student_pairs": pipe.student_pairs.summary() if pipe.student_pairs is not None else None,
     }
 
 

@@ -135,6 +135,36 @@ def test_outputs_for_every_format_and_plots(board, tmp_path):
     assert (tmp_path / "bars.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "bars.pdf").read_bytes()[:4] == b"%PDF"
 
 
+def test_bars_draw_the_reference_levels_the_runs_share_and_diagnostics_print_them(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from leaderboard import plots
+    from leaderboard.command import build_groups
+    from leaderboard.diagnostics import to_markdown
+
+    refs = {"dpo_teacher": 0.8, "sft_student": 0.2, "chosen": 0.64, "rejected": 0.3}
+    root = tmp_path / "runs"
+    make_run(root, "a", method="sft", items={"verified": _items({0, 1})}, references=refs)
+    make_run(root, "b", method="dpo", items={"verified": _items({0})}, references={**refs, "dpo_teacher": None})
+    make_run(root, "c", method="dckd", items={"verified": _items({2})})  # recorded none: the others' levels hold
+    lines = []
+    original = matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", lambda self, y, *a, **k: (lines.append((y, k["label"])),
+                                                                                   original(self, y, *a, **k))[1])
+    groups = build_groups(root, baseline=None, filters=[], sort=None, per_run=False)
+    plots.bars(groups, tmp_path / "b.png")
+    assert sorted(lines) == [(20.0, "SFT student (the start): 20.0"), (64.0, "chosen side of the student's pairs: 64.0"),
+                             (80.0, "π_dpo (DPO teacher): 80.0")]
+    md = to_markdown(groups)
+    assert "π_dpo (DPO teacher) 80.0, SFT student (the start) 20.0, chosen side of the student's pairs 64.0, " \
+           "rejected side 30.0" in md
+    # runs that disagree on a level (another teacher or data) draw no line for it
+    make_run(root, "d", method="tvkd", items={"verified": _items({2})}, references={**refs, "chosen": 1.0})
+    lines.clear()
+    plots.bars(build_groups(root, baseline=None, filters=[], sort=None, per_run=False), tmp_path / "b2.png")
+    assert sorted(y for y, _ in lines) == [20.0, 80.0]
+
+
 def test_radar_draws_missing_categories_as_gaps(board, monkeypatch, tmp_path):
     import matplotlib.axes
 

@@ -23,7 +23,7 @@ TEACHER, STUDENT = "smollm2-135m", "smollm2-135m-l12"
 def embedded(n: int, sides=("chosen", "rejected"), seed: int = 0):
     """(tokenizer, {side: [(prompt_ids, response_ids)] * n}) from the embedded preference split."""
     pipe = Pipeline(RunConfig(method="dpo", student=STUDENT, preset="embedded", seed=seed))
-    pairs = {s: pipe.side_pairs("pref_train", s, {})[:n] for s in sides}
+    pairs = {s: pipe.side_pairs(pipe.teacher_pref, s, {})[:n] for s in sides}  # gold pairs: nothing to train
     return pipe.tok, pairs
 
 

@@ -100,7 +100,7 @@ def test_embedded_teacher_cache_entry_bins_sum_to_one(tmp_path, embedded_dirs):
     from bench.pipeline.graph import Pipeline
 
     pipe = Pipeline(RunConfig(method="dpo", student="smollm2-135m-l12", runs_dir=str(tmp_path)))
-    pairs = pipe.side_pairs("pref_train", "chosen", {})[:24]
+    pairs = pipe.side_pairs(pipe.teacher_pref, "chosen", {})[:24]  # the gold pairs: no π_ref to build
     model = load_model(embedded_dirs["smollm2-135m"]).eval()
     k = 50
 

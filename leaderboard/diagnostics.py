@@ -48,7 +48,8 @@ def to_markdown(groups: list[dict]) -> str:
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     refs = references_line(groups)
-    return "\n".join(lines) + ("\n\n" + refs if refs else "") + "\n\nMeans over seeds. KL to teacher: token-mean KL(π_dpo ‖ π_θ) on the run's own " \
+    lines += ["", refs] if refs else []
+    return "\n".join(lines) + "\n\nMeans over seeds. KL to teacher: token-mean KL(π_dpo ‖ π_θ) on the run's own " \
         "greedy test responses (`bench eval --suite teacher_kl`); KL at start: the SFT student's on the same states. " \
         "House style: share of the styled test prompts (each family's last template) answered in the SFT " \
         "demonstrator's habitual format.\n"

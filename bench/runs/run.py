@@ -329,13 +329,20 @@ def _write_results(pipe, cfg: RunConfig, run: RunDir, identity: str, final, resu
                                                  copy_function=_link_or_copy), {"from_run": str(run.path)})[1])
 
 
+def data_hashes(pipe) -> dict:
+    """Each split's content hash (with student pairs, the teachers' pairs too: `teacher_pref`)."""
+    out = pipe.bundle.hashes()
+    if pipe.student_pairs is not None:
+        out["teacher_pref"] = pipe.bundle.split_hash("teacher_pref")
+    return out
+
+
 def manifest(pipe, cfg: RunConfig, mcfg, run: RunDir, result, identity: str) -> dict:
     return {
         "run_id": run.path.name, "identity": identity, "method": cfg.method, "student": cfg.student,
         "teacher": pipe.teacher, "dataset": cfg.dataset, "seed": cfg.seed, "preset": cfg.preset,
         "config": cfg.to_dict(), "method_settings": mcfg.to_dict(), "run_preset": pipe.preset,
-        "versions": versions(), "data_hashes": {**pipe.bundle.hashes(), **(
-            {"teacher_pref": pipe.bundle.split_hash("teacher_pref")} if pipe.student_pairs is not None else {})}, "dataset_version": pipe.bundle.version,
+        "versions": versions(), "data_hashes": data_hashes(pipe), "dataset_version": pipe.bundle.version,
         "model_identities": {"student": pipe.base_key(cfg.student), "teacher": pipe.base_key(pipe.teacher)},
         "suite_version": pipe.bundle.version if pipe.bundle.name == "embedded" else None,
         "git_commit": git_commit(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

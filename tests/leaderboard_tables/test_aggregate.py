@@ -153,8 +153,8 @@ def test_bars_draw_the_reference_levels_the_runs_share_and_diagnostics_print_the
                                                                                    original(self, y, *a, **k))[1])
     groups = build_groups(root, baseline=None, filters=[], sort=None, per_run=False)
     plots.bars(groups, tmp_path / "b.png")
-    assert sorted(lines) == [(20.0, "SFT student (the start): 20.0"), (64.0, "chosen side of the student's pairs: 64.0"),
-                             (80.0, "π_dpo (DPO teacher): 80.0")]
+    assert sorted(lines) == [(20.0, "SFT student (the start): 20.0"),
+                             (64.0, "chosen side of the student's pairs: 64.0"), (80.0, "π_dpo (DPO teacher): 80.0")]
     md = to_markdown(groups)
     assert "π_dpo (DPO teacher) 80.0, SFT student (the start) 20.0, chosen side of the student's pairs 64.0, " \
            "rejected side 30.0" in md

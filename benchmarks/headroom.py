@@ -86,16 +86,9 @@ INVARIANT_MARGIN, INVARIANT_FLOOR = 0.10, 0.80  # issue [2/5]: π_dpo ≥ chosen
 
 def pair_sides(rows: list[dict]) -> dict:
     """Mean verified score of the chosen and of the rejected responses of preference rows, overall and per family."""
-    from bench.data.suite import score_response
+    from bench.scoring.metrics import pair_side_scores
 
-    out = {}
-    for side in ("chosen", "rejected"):
-        scores = [(r["meta"]["family"], score_response(r["meta"], r[side])) for r in rows]
-        fams = sorted({f for f, _ in scores})
-        out[side] = {"score": sum(s for _, s in scores) / len(scores),
-                     "per_family": {f: sum(s for g, s in scores if g == f) / sum(g == f for g, _ in scores)
-                                    for f in fams}}
-    return out
+    return pair_side_scores(rows)
 
 
 def invariant(teacher: float, chosen: float) -> dict:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 def reference_levels(pipe) -> dict | None:
     """{"dpo_teacher", "sft_student", "chosen", "rejected"} verified scores in [0, 1] (those available), or None."""
-    from bench.data.suite import score_response
     from bench.modeling.generate import decode
     from bench.pipeline.selection import has_checkers
-    from bench.scoring.metrics import verified_scores
+    from bench.scoring.metrics import pair_side_scores, verified_scores
 
     rows = pipe.split_rows("test")
     if not has_checkers(rows):
@@ -26,6 +25,5 @@ def reference_levels(pipe) -> dict | None:
             out[role] = float(verified_scores(rows, texts)["score"])
     pairs = pipe.split_rows("pref_train")
     if has_checkers(pairs):
-        for side in ("chosen", "rejected"):
-            out[side] = sum(score_response(r["meta"], r[side]) for r in pairs) / len(pairs)
+        out.update({side: v["score"] for side, v in pair_side_scores(pairs).items()})
     return out

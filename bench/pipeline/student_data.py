@@ -135,11 +135,13 @@ class StudentPairs:
     def summary(self) -> dict:
         """What the manifest records: the recipe, the counts and the pairs' true quality (verified score of each
         side, where the prompts have checkers)."""
+        from bench.pipeline.selection import has_checkers
+        from bench.scoring.metrics import pair_side_scores
+
         rows = self.rows()
         out = {"policy": self.policy, "spec": {k: getattr(self.spec, k) for k in ("samples", "temperature", "seed",
                                                                                   "judge", "noise")},
                "stage": self.path().name, "counts": self.counts}
-        if rows and "chosen_verified" in rows[0]["meta"]:
-            for side in ("chosen", "rejected"):
-                out[f"{side}_verified"] = sum(r["meta"][f"{side}_verified"] for r in rows) / len(rows)
+        if has_checkers(rows):
+            out.update({f"{side}_verified": v["score"] for side, v in pair_side_scores(rows).items()})
         return out

@@ -38,6 +38,21 @@ def verified_scores(rows: list[dict], responses: list[str], items: bool = False)
 
 
 @torch.no_grad()
+def pair_side_scores(rows: list[dict]) -> dict:
+    """Mean checker score of the chosen and of the rejected responses of embedded-suite preference rows, overall and
+    per family: {"chosen": {"score", "per_family"}, "rejected": {...}} (the true quality of a pair set)."""
+    from bench.data.suite import score_response
+
+    out = {}
+    for side in ("chosen", "rejected"):
+        scores = [(r["meta"]["family"], score_response(r["meta"], r[side])) for r in rows]
+        fams = sorted({f for f, _ in scores})
+        out[side] = {"score": sum(s for _, s in scores) / len(scores),
+                     "per_family": {f: sum(s for g, s in scores if g == f) / sum(g == f for g, _ in scores)
+                                    for f in fams}}
+    return out
+
+
 def mean_logps(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 16) -> torch.Tensor:
     """Length-normalised log-prob of each response under the model."""
     model.eval()

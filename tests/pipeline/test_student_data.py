@@ -74,6 +74,9 @@ def test_a_run_on_student_pairs_records_them_and_dry_run_lists_the_stage(tiny_di
     # the reference levels the leaderboard draws: the chosen side is the pairs' true quality, the SFT student is
     # scored on the run's own test prompts (the DPO teacher only if some run built it: sft never trains it)
     refs = m["references"]
+    made = Pipeline(cfg).split_rows("pref_train")
+    assert m["student_pairs"]["chosen_verified"] == pytest.approx(
+        sum(r["meta"]["chosen_verified"] for r in made) / len(made))  # each pair's own record of its quality
     assert refs["chosen"] == pytest.approx(m["student_pairs"]["chosen_verified"])
     assert refs["rejected"] == pytest.approx(m["student_pairs"]["rejected_verified"])
     assert 0.0 <= refs["sft_student"] <= 1.0

@@ -1,4 +1,4 @@
-"""Preference-baseline losses (SFT, DPO, SimPO, WPO, TDPO): hand-worked float64 values, independent float64
+"""Preference-baseline losses (SFT, DPO, RPO, SimPO, WPO, TDPO): hand-worked float64 values, independent float64
 re-computations, settings validation and gradcheck w.r.t. the policy logits. No model: LossBatch built by hand."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from bench.errors import BenchError
 from bench.method import LossBatch, SignalSpec
 from bench.tensors import Packed
 from methods.dpo import DPO, dpo_loss, sequence_logps
+from methods.rpo import RPO
 from methods.sft import SFT, sft_loss
 from methods.simpo import SimPO, simpo_loss
 from methods.tdpo import TDPO, sequence_kl, tdpo_loss
@@ -136,6 +137,36 @@ def test_dpo_gradcheck(side):
     batch = pref_batch(V=5, lengths_w=(2, 1), lengths_l=(1, 3))
     cfg = DPO().make_config({"beta": 0.7})
     assert torch.autograd.gradcheck(lambda z: DPO().loss(with_logits(batch, side, z), cfg)[0],
+                                    (batch.policy[side].logits,))
+
+
+# ---------------------------------------------------------------- RPO (DPO + α · NLL of the chosen side)
+@pytest.mark.parametrize("nll_mean", ["response", "tokens"])
+def test_rpo_independent(nll_mean):
+    lw = (3, 1, 4)
+    batch = pref_batch(lengths_w=lw)
+    beta, alpha = 0.3, 0.7
+    loss, m = RPO().loss(batch, RPO().make_config({"beta": beta, "alpha": alpha, "nll_mean": nll_mean}))
+    dpo = sum(-log_sigmoid(beta * ((naive_seq(batch.policy["chosen"], b) - seq_ref(batch, "chosen", b))
+                                   - (naive_seq(batch.policy["rejected"], b) - seq_ref(batch, "rejected", b))))
+              for b in range(3)) / 3
+    seq_w = [naive_seq(batch.policy["chosen"], b) for b in range(3)]
+    nll = -sum(s / n for s, n in zip(seq_w, lw)) / 3 if nll_mean == "response" else -sum(seq_w) / sum(lw)
+    assert loss.item() == pytest.approx(dpo + alpha * nll, abs=1e-9)
+    # α = 0 is DPO exactly; the two NLL means differ when lengths differ (so the option is not a no-op)
+    assert RPO().loss(batch, RPO().make_config({"beta": beta, "alpha": 0.0}))[0].item() == \
+        pytest.approx(DPO().loss(batch, DPO().make_config({"beta": beta}))[0].item(), abs=1e-12)
+    assert abs(-sum(s / n for s, n in zip(seq_w, lw)) / 3 + sum(seq_w) / sum(lw)) > 1e-3
+    assert m["nll"] == pytest.approx(-sum(s / n for s, n in zip(seq_w, lw)) / 3, abs=1e-9)
+    with pytest.raises(BenchError, match="nll_mean"):
+        RPO().make_config({"nll_mean": "sequence"}).validate()
+
+
+@pytest.mark.parametrize("side", ["chosen", "rejected"])
+def test_rpo_gradcheck(side):
+    batch = pref_batch(V=5, lengths_w=(2, 1), lengths_l=(1, 3))
+    cfg = RPO().make_config({"beta": 0.7, "alpha": 1.3})
+    assert torch.autograd.gradcheck(lambda z: RPO().loss(with_logits(batch, side, z), cfg)[0],
                                     (batch.policy[side].logits,))
 
 

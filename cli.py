@@ -87,6 +87,10 @@ def run(
                     method_settings=method_settings, stage_overrides=overrides, runs_dir=str(runs), run_name=name,
                     resume=resume, eval_suite=tuple(s for s in eval_.split(",") if s),
                     report_to=check_report_to(report_to))
+    from bench.dist import cpu_launch_note
+
+    if cpu_launch_note():
+        typer.echo(cpu_launch_note(), err=True)
     if dry_run:
         from bench.runs.plan import dry_run as plan
 
@@ -274,17 +278,9 @@ def align(
 ):
     """Align the two tokenizations of every response by character offsets and print the share of student tokens
     on shared boundaries, in one-to-one spans, and spelled by one teacher token (docs/CROSS_TOKENIZER.md)."""
-    from bench.data.resolve import resolve_dataset
-    from bench.modeling.models import load_tokenizer
-    from bench.pipeline.xtok import alignment_report, format_report
+    from bench.pipeline.xtok import align_command
 
-    if fmt not in ("table", "json"):
-        _fail(f"--format {fmt} is not a format; pass table or json")
-    if limit is not None and limit < 1:
-        _fail(f"--limit {limit} must be >= 1")
-    report = alignment_report(load_tokenizer(student), load_tokenizer(teacher),
-                              resolve_dataset(dataset, seed=data_seed), limit=limit)
-    typer.echo(json.dumps(report, indent=1) if fmt == "json" else format_report(report, student, teacher))
+    typer.echo(align_command(student, teacher, dataset, data_seed, limit, fmt))
 
 
 def check_output_path(option: str, path: Optional[Path]) -> None:
@@ -369,7 +365,9 @@ def eval_(
     if judge_model:
         settings["judge_model"] = judge_model
     if build_reference:
-        settings["build_reference"] = _reference_builder()
+        from bench.runs.run import adpa_reference_builder
+
+        settings["build_reference"] = adpa_reference_builder()
     check_output_path("--output", output)
     results = run_evaluators(run_dirs, [s for s in suite.split(",") if s], settings)
     from bench.evaluators.run import results_table
@@ -378,18 +376,6 @@ def eval_(
     if output:
         atomic_write_text(output, text + "\n")
     typer.echo(text)
-
-
-def _reference_builder():
-    def build(manifest: dict, runs_dir: Path):
-        from bench.config import RunConfig
-        from bench.runs.run import run_pipeline
-
-        cfg = RunConfig(**{**manifest["config"], "method": "adpa", "method_settings": {}, "run_name": None,
-                           "runs_dir": str(runs_dir), "eval_suite": (), "resume": False})
-        return run_pipeline(cfg).path
-
-    return build
 
 
 def main():

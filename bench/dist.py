@@ -40,6 +40,16 @@ def world() -> int:
         return 1
 
 
+def cpu_launch_note() -> str | None:
+    """The `note:` a run prints when `accelerate launch --cpu` started it alone: accelerate's CPU flag starts ONE
+    process whatever `--num_processes` says, and leaves only ACCELERATE_USE_CPU behind (no trace of the asked
+    count), so the run would train alone with its per-process batch as the global batch. None otherwise."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() not in ("1", "true", "yes") or world() > 1:
+        return None
+    return ("note: accelerate launch --cpu starts one process whatever --num_processes says; for N CPU processes use "
+            "`accelerate launch --config_file configs/accelerate/cpu_ddp.yaml --num_processes N -m cli run ...`")
+
+
 @lru_cache(maxsize=1)
 def state():
     """accelerate's PartialState, created once; on CPU it selects gloo (MULTI_CPU) instead of looking for GPUs."""

@@ -7,6 +7,7 @@ the vocabulary map's coverage (student tokens, and the data's student tokens, sp
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 from bench.errors import BenchError
@@ -50,3 +51,17 @@ def format_report(report: dict, student: str, teacher: str) -> str:
                      f"{100 * c['on_boundary'] / n:>12.1f}%{100 * c['one_to_one'] / n:>11.1f}%"
                      f"{100 * c['mapped'] / n:>8.1f}%")
     return "\n".join(lines)
+
+
+def align_command(student: str, teacher: str, dataset: str, data_seed: int, limit: int | None, fmt: str) -> str:
+    """`bench align`: the report as a table or JSON (bad options: one error)."""
+    from bench.data.resolve import resolve_dataset
+    from bench.modeling.models import load_tokenizer
+
+    if fmt not in ("table", "json"):
+        raise BenchError(f"--format {fmt} is not a format; pass table or json")
+    if limit is not None and limit < 1:
+        raise BenchError(f"--limit {limit} must be >= 1")
+    report = alignment_report(load_tokenizer(student), load_tokenizer(teacher),
+                              resolve_dataset(dataset, seed=data_seed), limit=limit)
+    return json.dumps(report, indent=1) if fmt == "json" else format_report(report, student, teacher)

@@ -371,3 +371,14 @@ def used_entries(pipe, cfg: RunConfig) -> list[str]:
     if not cfg.method_settings:
         used.add(cache_relative(stage_path("student_run", pipe.model_key(f"run:{cfg.method}"))))
     return sorted(p for p in used if not Path(p).is_absolute())
+
+
+def adpa_reference_builder():
+    """`bench eval --build-reference`: a builder of the ADPA student a run's AlpacaEval compares against (the same
+    configuration as the run, method ADPA with its defaults)."""
+    def build(manifest: dict, runs_dir: Path):
+        cfg = RunConfig(**{**manifest["config"], "method": "adpa", "method_settings": {}, "run_name": None,
+                           "runs_dir": str(runs_dir), "eval_suite": (), "resume": False})
+        return run_pipeline(cfg).path
+
+    return build

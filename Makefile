@@ -20,10 +20,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # Main job: the embedded benchmark at demo scale (configs/runs/demo.yaml): the teacher side once, the student's
-# on-policy pairs, then SFT, DPO and DCKD students (one seed; one cell at a time on every core: with --jobs 2 both
-# cells waited on the same shared stages, the SFT student alone took 8.2 min on one thread), then the leaderboard
-# with DPO as the paired baseline and its plot. The tuned 9 methods x 3 seeds table is
-# `bench sweep embedded-tuned` (README).
+# on-policy pairs, then SFT, DPO and DCKD students (one seed; one cell at a time on every core), then the leaderboard
+# with DPO as the paired baseline and its plot. Measured on a fresh clone, 2 idle cores: 16 min 11 s with set-up
+# (README). The tuned 9 methods x 3 seeds table is `bench sweep embedded-tuned` (README).
 demo: setup
 	OMP_NUM_THREADS=2 $(BIN)/bench sweep --preset demo --methods sft,dpo,dckd --seeds 0 --runs runs/demo
 	$(BIN)/bench leaderboard --runs runs/demo --baseline dpo --plot runs/demo/leaderboard.png

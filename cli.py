@@ -89,8 +89,8 @@ def run(
                     report_to=check_report_to(report_to))
     from bench.dist import cpu_launch_note
 
-    if cpu_launch_note():
-        typer.echo(cpu_launch_note(), err=True)
+    if note := cpu_launch_note():
+        typer.echo(note, err=True)
     if dry_run:
         from bench.runs.plan import dry_run as plan
 
@@ -350,16 +350,11 @@ def eval_(
 ):
     """Score run directories with evaluators; prints a result table and stores each result in the run's
     metrics.json (which `bench leaderboard` reads)."""
-    from bench.config import parse_value
+    from bench.config import key_values, parse_value
     from bench.evaluators.run import run_evaluators
     from bench.textout import terminal_width
 
-    settings = {}
-    for item in set_:
-        if "=" not in item:
-            _fail(f"--set {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        settings[k] = parse_value(v)
+    settings = {k: parse_value(v) for k, v in key_values(set_)}
     if judge_base_url:
         settings["judge_base_url"] = judge_base_url
     if judge_model:

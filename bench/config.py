@@ -66,15 +66,22 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def split_sets(pairs: list[str], method_fields: set[str]) -> tuple[dict, dict]:
-    """Split `key=value` pairs into method settings (plain names of the method's config) and preset overrides
-    (dotted keys or top-level preset keys)."""
-    method, stage = {}, {}
+def key_values(pairs: list[str]) -> list[tuple[str, str]]:
+    """`--set key=value` items as (key, raw value) pairs; one error for an item without `=`."""
+    out = []
     for item in pairs:
         if "=" not in item:
             raise BenchError(f"--set {item!r} must look like key=value (e.g. --set beta=0.1)")
         key, value = item.split("=", 1)
-        key = key.strip()
+        out.append((key.strip(), value))
+    return out
+
+
+def split_sets(pairs: list[str], method_fields: set[str]) -> tuple[dict, dict]:
+    """Split `key=value` pairs into method settings (plain names of the method's config) and preset overrides
+    (dotted keys or top-level preset keys)."""
+    method, stage = {}, {}
+    for key, value in key_values(pairs):
         if key in method_fields:
             method[key] = value
         elif key.split(".")[0] in TOP_LEVEL_KEYS:

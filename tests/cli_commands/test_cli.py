@@ -57,6 +57,7 @@ ERROR_CASES = {
     "set-bad-section": (["run", "--method", "dpo", *TINY, "--set", "k.x=1"], ["k.x"]),
     "set-bad-size": (["run", "--method", "dpo", *TINY, "--set", "sizes.pref_trian=5"], ["pref_trian"]),
     "methods-bad-format": (["methods", "--format", "xml"], ["xml"]),
+    "eval-bad-set": (["eval", "no-such-run", "--set", "teacher_kl_n"], ["teacher_kl_n", "key=value"]),
     "align-bad-format": (["align", "--student", "tiny-random-student", "--teacher", "tiny-random", "--format", "xml"],
                          ["xml", "table or json"]),
     "align-bad-limit": (["align", "--student", "tiny-random-student", "--teacher", "tiny-random", "--limit", "0"],

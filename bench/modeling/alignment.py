@@ -22,10 +22,12 @@ import numpy as np
 
 def clean_ends(offsets: list[tuple[int, int]]) -> list[bool]:
     """Per token: does its end offset fall on a boundary of this tokenization?"""
-    out = []
-    for i, (start, end) in enumerate(offsets):
-        nxt = next((s for s, e in offsets[i + 1:] if e > s), None)  # the next non-empty token's start
-        out.append(end > start and (nxt is None or nxt >= end))
+    out, nxt = [False] * len(offsets), None  # nxt: the start of the next non-empty token (scanning backwards)
+    for i in range(len(offsets) - 1, -1, -1):
+        start, end = offsets[i]
+        out[i] = end > start and (nxt is None or nxt >= end)
+        if end > start:
+            nxt = start
     return out
 
 

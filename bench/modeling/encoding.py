@@ -29,11 +29,17 @@ class Encoder:
     max_prompt_len: int
     max_response_len: int
     on_long_prompt: str = "truncate"  # or "error"
+    # None: the chat template's own default (SmolLM2's inserts a 20-token system turn when a prompt has none);
+    # a string: that system turn on every prompt without one ("" gives an empty one)
+    system_prompt: str | None = None
     stats: TruncationStats = field(default_factory=TruncationStats)
 
     def __post_init__(self):
         if self.max_prompt_len < 8 or self.max_response_len < 2:
             raise BenchError("max_prompt_len must be >= 8 and max_response_len >= 2 (see --set max_prompt_len=...)")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise BenchError(f"system_prompt={self.system_prompt!r} must be text (\"\" for an empty system turn) or "
+                             "null for the chat template's default (--set system_prompt=...)")
         if self.tokenizer.chat_template is None:
             raise BenchError("the tokenizer has no chat template; use a preset with `chat_template:` set or a "
                              "model that ships one")
@@ -43,6 +49,8 @@ class Encoder:
         key = repr(messages)
         if key in self._prompt_cache:
             return self._prompt_cache[key]
+        if self.system_prompt is not None and (not messages or messages[0].get("role") != "system"):
+            messages = [{"role": "system", "content": self.system_prompt}, *messages]
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
@@ -76,6 +84,9 @@ class Encoder:
         if not hasattr(self, "_vocab_hash"):
             vocab = sorted(self.tokenizer.get_vocab().items())
             self._vocab_hash = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
-        return {"max_prompt_len": self.max_prompt_len, "max_response_len": self.max_response_len,
-                "eos": self.tokenizer.eos_token_id, "template": self.tokenizer.chat_template,
-                "vocab": self._vocab_hash}
+        out = {"max_prompt_len": self.max_prompt_len, "max_response_len": self.max_response_len,
+               "eos": self.tokenizer.eos_token_id, "template": self.tokenizer.chat_template,
+               "vocab": self._vocab_hash}
+        if self.system_prompt is not None:  # absent by default: identities of earlier runs stay valid
+            out["system_prompt"] = self.system_prompt
+        return out

@@ -84,7 +84,8 @@ class Pipeline:
         check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)
         check_embedding_sizes(self.teacher, cfg.student, len(self.tok))
         self.enc = Encoder(self.tok, int(self.preset.get("max_prompt_len", self.student_preset.max_prompt_len)),
-                           int(self.preset.get("max_response_len", self.student_preset.max_response_len)))
+                           int(self.preset.get("max_response_len", self.student_preset.max_response_len)),
+                           system_prompt=self.preset.get("system_prompt"))
         self.k = self.preset.get("k", 50)
         check_k(self.k, len(self.tok))
         self.tau = float(self.preset.get("tau", 2.0))

@@ -115,3 +115,22 @@ def test_prompt_ids_are_stable_for_equal_messages(tok):
     b = enc.prompt_ids([dict(m) for m in msgs("same")], "b")
     c = enc.prompt_ids(msgs("different"), "c")
     assert a == b and a != c
+
+
+def test_system_prompt_setting_adds_a_system_turn_only_where_a_prompt_has_none(tok):
+    default = Encoder(tok, max_prompt_len=512, max_response_len=8)
+    empty = Encoder(tok, max_prompt_len=512, max_response_len=8, system_prompt="")
+    terse = Encoder(tok, max_prompt_len=512, max_response_len=8, system_prompt="Be terse.")
+    assert tok.decode(empty.prompt_ids(msgs("Hi"))) == ("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nHi"
+                                                        "<|im_end|>\n" + GEN_PROMPT)
+    assert terse.prompt_ids(msgs("Hi")) == default.prompt_ids(msgs("Hi", system="Be terse."))
+    # a prompt that brings its own system turn keeps it
+    assert terse.prompt_ids(msgs("Hi", system="Own.")) == default.prompt_ids(msgs("Hi", system="Own."))
+    # the default's fingerprint has no system_prompt entry (earlier cache keys stay valid); set ones differ
+    assert "system_prompt" not in default.fingerprint()
+    assert len({str(e.fingerprint()) for e in (default, empty, terse)}) == 3
+
+
+def test_system_prompt_must_be_text(tok):
+    with pytest.raises(BenchError, match="system_prompt=42 must be text"):
+        Encoder(tok, max_prompt_len=64, max_response_len=8, system_prompt=42)

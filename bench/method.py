@@ -24,7 +24,7 @@ import torch
 from bench.errors import BenchError
 from bench.tensors import Packed
 
-SIGNAL_KINDS = ("topk", "values", "logps")
+SIGNAL_KINDS = ("topk", "values", "logps", "xtok")
 
 
 def setting(default, source: str, help: str = "", choices: tuple | None = None, min: float | None = None,
@@ -40,7 +40,7 @@ class SignalSpec:
 
     model: str
     side: str
-    kind: str  # "topk" | "values" | "logps"
+    kind: str  # "topk" | "values" | "logps" | "xtok" (teacher rows projected onto the student's: bench.signals.xtok)
 
     @property
     def name(self) -> str:
@@ -76,6 +76,7 @@ class LossBatch:
       logps:  logps [N]
       values: v_soft, v_lse, v_max, v_expect, v_margin, z_label: [N+B]; vseg [N+B] (sequence), vpos [N+B]
               (0..T; vpos == T is the state after the last response token)
+      xtok:   the teacher's rows on its own tokenization, projected onto these rows (bench.signals.xtok)
     ref[side]: online frozen-student-reference Packed (only when the method asks for reference="online").
     """
 

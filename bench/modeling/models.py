@@ -126,7 +126,17 @@ def _build_random(preset: ModelPreset, tmp: Path) -> dict:
     return {"preset": preset.name, "source": src}
 
 
-_BUILDERS = {"gguf_wheel": _build_gguf, "pruned": _build_pruned, "random": _build_random}
+def _mark(_, preset: ModelPreset) -> dict:
+    return {"preset": preset.name, "source": preset.source}
+
+
+def _no_weights(preset: ModelPreset, tmp: Path) -> dict:
+    raise BenchError(f"'{preset.name}' is a tokenizer only (no model weights); use it as `tokenizer_from` of a "
+                     "random preset")
+
+
+_BUILDERS = {"gguf_wheel": _build_gguf, "pruned": _build_pruned, "random": _build_random,
+             "toy_tokenizer": _no_weights}
 
 
 def ensure_model_dir(name_or_path: str) -> Path | str:
@@ -172,6 +182,13 @@ def tokenizer_dir(name_or_path: str) -> Path | str:
         return tokenizer_dir(preset.source["parent"])
     if kind == "random":
         return tokenizer_dir(preset.source["tokenizer_from"])
+    if kind == "toy_tokenizer":
+        from bench.modeling.toy_tokenizer import build_toy_tokenizer
+        from bench.store.stages import content_key, ensure_published
+
+        final = cache_root() / "models" / f"{preset.name}-{content_key(model_identity(preset.name))[:12]}"
+        return ensure_published(final, lambda tmp: _mark(build_toy_tokenizer(tmp, int(preset.source.get(
+            "vocab_size", 600))), preset), marker=TOKENIZER_MARKER, what="tokenizer")
     if kind != "gguf_wheel":
         return ensure_model_dir(name_or_path)
     from bench.store.stages import content_key, ensure_published
@@ -255,6 +272,12 @@ def tokenizer_fingerprint(tok) -> dict:
         "vocab_size": len(tok),
         "special": {k: getattr(tok, f"{k}_token_id", None) for k in ("bos", "eos", "pad", "unk")},
     }
+
+
+def same_vocab(teacher_tok, student_tok) -> bool:
+    """Whether two tokenizers share one vocabulary (token-to-id map and special ids)."""
+    return (tokenizer_fingerprint(teacher_tok) == tokenizer_fingerprint(student_tok)
+            and teacher_tok.get_vocab() == student_tok.get_vocab())
 
 
 def check_same_vocab(teacher_tok, student_tok, teacher: str, student: str) -> None:

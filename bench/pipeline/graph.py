@@ -8,7 +8,6 @@ DPO teacher).
 """
 from __future__ import annotations
 
-import gc
 import shutil
 import time
 from pathlib import Path
@@ -19,34 +18,31 @@ from bench.data.bundle import DatasetBundle
 from bench.errors import BenchError
 from bench.method import Method
 from bench.modeling.encoding import Encoder
-from bench.modeling.generate import check_backend, decode, make_generator, needs_model
+from bench.modeling.generate import check_backend
 from bench.modeling.models import (
     check_embedding_sizes,
-    check_same_vocab,
     default_teacher_for,
     load_model,
     load_tokenizer,
     model_identity,
     resolve_preset,
+    same_vocab,
 )
-from bench.modeling.precision import autocast, resolve_precision
 from bench.paths import cache_root
 from bench.pipeline.costs import PeakMemory
 from bench.pipeline.selection import make_validator, resolve_select_by
+from bench.pipeline.signal_stages import TEACHER_ROLES, SignalStages, check_cross_tokenizer
 from bench.pipeline.student_data import TEACHER_PREF, StudentPairs, student_pairs_apply
 from bench.registry import get_method
-from bench.signals.cache import SignalEntry, write_entry
 from bench.signals.compute import SIGNAL_FORMAT, check_k
-from bench.signals.shards import sharded_signals
-from bench.store.files import read_jsonl, write_jsonl
-from bench.store.identity import GENERATION_MODULES, SIGNAL_MODULES, code_version, method_code_version
-from bench.store.stages import build_stage, content_key, remove_owned, stage_path, token_hash
+from bench.store.identity import method_code_version
+from bench.store.stages import build_stage, content_key, remove_owned, stage_path
 from bench.train.trainer import TrainConfig, TrainData, result_preset, train
 
-TEACHER_STAGES = {"ref_teacher", "dpo_teacher", "chosen_teacher"}
+TEACHER_STAGES = set(TEACHER_ROLES)
 
 
-class Pipeline:
+class Pipeline(SignalStages):
     def __init__(self, cfg: RunConfig):
         from bench.data.resolve import cap_splits, merge_bundles, resolve_dataset, sft_from_chosen
 
@@ -81,11 +77,14 @@ class Pipeline:
         if selection_notice:
             self.notices.append(selection_notice)
         self.tok = load_tokenizer(cfg.student)
-        check_same_vocab(load_tokenizer(self.teacher), self.tok, self.teacher, cfg.student)
-        check_embedding_sizes(self.teacher, cfg.student, len(self.tok))
-        self.enc = Encoder(self.tok, int(self.preset.get("max_prompt_len", self.student_preset.max_prompt_len)),
-                           int(self.preset.get("max_response_len", self.student_preset.max_response_len)),
-                           system_prompt=self.preset.get("system_prompt"))
+        self.enc = self._encoder(self.tok, self.student_preset)
+        self.tenc = self.enc  # the teacher stages' encoder: another one when the teacher tokenizes differently
+        teacher_tok = load_tokenizer(self.teacher)
+        if same_vocab(teacher_tok, self.tok):
+            check_embedding_sizes(self.teacher, cfg.student, len(self.tok))
+        else:
+            check_cross_tokenizer(cfg.method, self.teacher, cfg.student)
+            self.tenc = self._encoder(teacher_tok, self.teacher_preset)
         self.k = self.preset.get("k", 50)
         check_k(self.k, len(self.tok))
         self.tau = float(self.preset.get("tau", 2.0))
@@ -115,22 +114,37 @@ class Pipeline:
             raise BenchError(f"dataset '{self.bundle.name}' has no '{split}' rows; this stage needs them")
         return rows
 
-    def prompts(self, split: str) -> list[list[int]]:
-        return [self.enc.prompt_ids(r["prompt"], r["id"]) for r in self.split_rows(split)]
+    def _encoder(self, tok, preset) -> Encoder:
+        return Encoder(tok, int(self.preset.get("max_prompt_len", preset.max_prompt_len)),
+                       int(self.preset.get("max_response_len", preset.max_response_len)),
+                       system_prompt=self.preset.get("system_prompt"))
 
-    def side_pairs(self, split: str, side: str, alias: dict[str, str]) -> list[tuple[list[int], list[int]]]:
-        key = f"{split}/{side}/{sorted(alias.items())}"
+    def prompts(self, split: str, enc: Encoder | None = None) -> list[list[int]]:
+        enc = enc or self.enc
+        return [enc.prompt_ids(r["prompt"], r["id"]) for r in self.split_rows(split)]
+
+    def side_pairs(self, split: str, side: str, alias: dict[str, str], enc: Encoder | None = None
+                   ) -> list[tuple[list[int], list[int]]]:
+        """(prompt ids, response ids) of a side as `enc` (default: the student's) encodes it. A generation by a model
+        of another tokenizer reaches it as text, re-tokenized."""
+        enc = enc or self.enc
+        key = f"{split}/{side}/{sorted(alias.items())}/{id(enc)}"
         if key in self._encoded:
             return self._encoded[key]
         rows = self.split_rows(split)
         if side.startswith("gen:"):
-            gens = self.generations(alias.get(side[4:], side[4:]), split)
-            pairs = [(self.enc.prompt_ids(r["prompt"], r["id"]), self.enc.cap_response(g)) for r, g in zip(rows, gens)]
+            role = alias.get(side[4:], side[4:])
+            if self.enc_for(role) is enc:
+                resp = [enc.cap_response(g) for g in self.generations(role, split)]
+            else:
+                eos = [enc.tokenizer.eos_token_id]
+                resp = [enc.response_ids(t) if t.strip() else eos for t in self.generation_texts(role, split)]
+            pairs = [(enc.prompt_ids(r["prompt"], r["id"]), g) for r, g in zip(rows, resp)]
         else:
             field = "response" if split == "sft" else side
             if field not in ("chosen", "rejected", "response"):
                 raise BenchError(f"unknown side '{side}'")
-            pairs = [(self.enc.prompt_ids(r["prompt"], r["id"]), self.enc.response_ids(r[field], r["id"])) for r in rows]
+            pairs = [(enc.prompt_ids(r["prompt"], r["id"]), enc.response_ids(r[field], r["id"])) for r in rows]
         self._encoded[key] = pairs
         return pairs
 
@@ -141,9 +155,9 @@ class Pipeline:
                                       "identity": model_identity(name)}
         return self._identities[name]
 
-    def data_key(self, split: str) -> dict:
+    def data_key(self, split: str, encoder: Encoder | None = None) -> dict:
         """What a stage trained on `split` depends on: its rows' hash (the student's own pairs: their recipe)."""
-        enc = content_key(self.enc.fingerprint())
+        enc = content_key((encoder or self.enc).fingerprint())
         if split == "pref_train" and self.student_pairs is not None:
             return {"split": split, "pairs": content_key(self.student_pairs.key()), "enc": enc}
         label = "pref_train" if split == TEACHER_PREF else split  # the teachers' pairs, as without student pairs
@@ -164,7 +178,7 @@ class Pipeline:
                 init = self.model_key("ref_teacher")
             split = {"ref_teacher": "sft", "sft_student": "sft"}.get(role, self.teacher_pref)
             code = method_code_version(get_method(sc.get("method", "sft")))
-            return {"stage": role, "init": init, "data": self.data_key(split), "train": result_preset({"s": sc})["s"], "code": code}
+            return {"stage": role, "init": init, "data": self.data_key(split, self.enc_for(role)), "train": result_preset({"s": sc})["s"], "code": code}
         if role.startswith("run:"):
             return {"stage": role, "student": self.student_key_for(role[4:], {})}
         raise BenchError(f"unknown model role '{role}' (known: ref_teacher, dpo_teacher, chosen_teacher, "
@@ -223,26 +237,27 @@ class Pipeline:
             init, split, alias = "student_base", "sft", {}
         else:  # dpo_teacher, chosen_teacher start from the reference teacher
             init, split, alias = "ref_teacher", self.teacher_pref, {"reference": "ref_teacher"}
-        data = self.train_data(method, mcfg, split, alias, self.stage_precision(role))
+        data = self.train_data(method, mcfg, split, alias, self.stage_precision(role), self.enc_for(role))
         if init == "ref_teacher":
             self.model_dir(init)
         t0 = time.perf_counter()  # this stage alone, not the stages it needed
         model = self.load(init)
         key = self.model_key(role)
         work = stage_path(role, key).with_suffix(".work")  # ours alone: the caller holds this stage's lock
-        result = train(model, method, mcfg, data, self._train_cfg(sc), pad_id=self.tok.pad_token_id, work_dir=work,
+        result = train(model, method, mcfg, data, self._train_cfg(sc), pad_id=self.enc_for(role).tokenizer.pad_token_id,
+                       work_dir=work,
                        resume=True, desc=role, fingerprint={"stage": content_key(key)})
-        self._keep_final(result.final_dir, out, work)
+        self._keep_final(result.final_dir, out, work, self.enc_for(role).tokenizer)
         self.timings[role] = time.perf_counter() - t0
         return {"steps": result.steps, "seconds": result.seconds, "tokens_per_s": result.tokens_per_s,
                 "final_loss": result.history[-1]["loss"] if result.history else None,
                 "cost": {"seconds": self.timings[role], "tokens": result.tokens, "role": role}}
 
-    def _keep_final(self, final: Path, out: Path, work: Path) -> None:
+    def _keep_final(self, final: Path, out: Path, work: Path, tok=None) -> None:
         """The trained model (and tokenizer) into the stage's temp dir; process 0 alone writes (bench.dist)."""
         if dist.is_main():
             shutil.copytree(final, out, dirs_exist_ok=True)
-            self.tok.save_pretrained(out)
+            (tok or self.tok).save_pretrained(out)
             remove_owned(work, cache_root(), None)
 
     def _train_cfg(self, sc: dict, seed: int = 0) -> TrainConfig:
@@ -265,83 +280,19 @@ class Pipeline:
         return {"method": method_name, "steps": result.steps,
                 "cost": {"seconds": result.seconds, "tokens": result.tokens, "role": f"run:{method_name}"}}
 
-    # ------------------------------------------------------------------ generations and signals
-    def generation_key(self, role: str, split: str) -> dict:
-        return {"model": self.model_key(role), "prompts": token_hash(self.prompts(split)),
-                "max_new": self.enc.max_response_len, "gen": self.preset.get("generation", {}),
-                "code": code_version(*GENERATION_MODULES)}
-
-    def stage_precision(self, role: str = "student") -> str:
-        """The resolved precision a stage trains at (its signals are computed with the body at it too)."""
-        train = self.stage_cfg(role).get("train", {})
-        return resolve_precision(train.get("precision", TrainConfig.precision))
-
-    def signal_key(self, role: str, pairs, precision: str | None = None) -> dict:
-        return {"model": self.model_key(role), "tokens": token_hash(pairs), "k": self.k, "tau": self.tau,
-                "tokenizer": content_key(self.enc.fingerprint()), "code": code_version(*SIGNAL_MODULES),
-                "format": SIGNAL_FORMAT, "precision": precision or self.stage_precision()}
-
-    def generations(self, role: str, split: str) -> list[list[int]]:
-        prompts = self.prompts(split)
-        max_new = self.enc.max_response_len
-        gen_cfg = self.preset.get("generation", {})
-        key = self.generation_key(role, split)
-
-        def build(tmp: Path) -> dict:
-            self.model_dir(role)  # train the generator first, outside this stage's timer (every process)
-            if not dist.is_main():
-                return {}  # process 0 generates (a vLLM engine shards the model itself); the others wait
-            t0 = time.perf_counter()
-            backend = gen_cfg.get("backend", "hf")
-            model = self.load(role) if needs_model(backend) else None
-            gen = make_generator(backend, model, self.tok, model_path=self.model_dir(role), batch_size=self.infer_bs)
-            outs = gen.generate(prompts, max_new, desc=f"generate {role} on {split}")
-            rows = self.split_rows(split)
-            write_jsonl(tmp / "generations.jsonl", [{"id": r["id"], "token_ids": o, "text": decode(self.tok, o)}
-                                                   for r, o in zip(rows, outs)])
-            self.timings[f"generate:{role}:{split}"] = time.perf_counter() - t0
-            del model
-            gc.collect()
-            return {"n": len(outs), "cost": {"seconds": self.timings[f"generate:{role}:{split}"], "role": role,
-                                             "tokens": sum(len(o) for o in outs), "sequences": len(outs)}}
-
-        path = build_stage("generations", key, build)
-        return [r["token_ids"] for r in read_jsonl(path / "generations.jsonl")]
-
-    def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str],
-                     precision: str | None = None) -> SignalEntry:
-        """The signals of `role` on a side, with the body at `precision` (default: the student stage's)."""
-        precision = precision or self.stage_precision()
-        pairs = self.side_pairs(split, side, alias)
-        key = self.signal_key(role, pairs, precision)
-        final = stage_path("signals", key)
-
-        def fill(writers):
-            self.model_dir(role)  # train the model first, outside this stage's timer
-            t0 = time.perf_counter()
-            model = self.load(role)
-            tokens, passes = sharded_signals(model, pairs, writers, k=self.k, tau=self.tau,
-                                                  pad_id=self.tok.pad_token_id, batch_size=self.infer_bs,
-                                                  model_key=content_key(self.model_key(role)),
-                                                  desc=f"signals {role} on {split}/{side}",
-                                                  autocast=lambda L: autocast(precision, seq_len=L))
-            self.timings[f"signals:{role}:{side}"] = time.perf_counter() - t0
-            del model
-            gc.collect()
-            return {"cost": {"seconds": self.timings[f"signals:{role}:{side}"], "tokens": tokens,
-                             "forward_passes": passes, "role": role, "side": side}}
-
-        return SignalEntry(write_entry(final, key, fill))
-
     def train_data(self, method: Method, mcfg, split: str, alias: dict[str, str],
-                   precision: str | None = None) -> TrainData:
-        sides = {side: self.side_pairs(split, side, alias) for side in method.sides(mcfg)}
+                   precision: str | None = None, enc: Encoder | None = None) -> TrainData:
+        """What the trainer reads, encoded by `enc` (the student's by default; a teacher stage's own)."""
+        sides = {side: self.side_pairs(split, side, alias, enc) for side in method.sides(mcfg)}
         signals = {}
         for spec in method.signals(mcfg):
             role = alias.get(spec.model, spec.model)
             if spec.side not in sides:
-                sides[spec.side] = self.side_pairs(split, spec.side, alias)
-            entry = self.signal_entry(role, spec.side, split, alias, precision)
+                sides[spec.side] = self.side_pairs(split, spec.side, alias, enc)
+            if spec.kind == "xtok":
+                entry = self.xtok_entry(role, spec.side, split, alias, precision)
+            else:
+                entry = self.signal_entry(role, spec.side, split, alias, precision, enc)
             signals[spec.name] = (entry, spec.kind, spec.side)
         n = len(next(iter(sides.values())))
         # sides the loss does not run the policy on are only needed for signal alignment

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 def reference_levels(pipe) -> dict | None:
     """{"dpo_teacher", "sft_student", "chosen", "rejected"} verified scores in [0, 1] (those available), or None."""
-    from bench.modeling.generate import decode
     from bench.pipeline.selection import has_checkers
     from bench.scoring.metrics import pair_side_scores, verified_scores
 
@@ -21,7 +20,7 @@ def reference_levels(pipe) -> dict | None:
     out: dict[str, float] = {}
     for role in ("dpo_teacher", "sft_student"):
         if pipe.built_path(role) is not None:
-            texts = [decode(pipe.tok, o) for o in pipe.generations(role, "test")]
+            texts = pipe.generation_texts(role, "test")
             out[role] = float(verified_scores(rows, texts)["score"])
     pairs = pipe.split_rows("pref_train")
     if has_checkers(pairs):

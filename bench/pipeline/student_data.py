@@ -89,7 +89,8 @@ class StudentPairs:
         self.counts: dict | None = None
 
     def prompt_ids(self) -> list[list[int]]:
-        return [self.pipe.enc.prompt_ids(r["prompt"], r["id"]) for r in self.prompt_rows]
+        enc = self.pipe.enc_for(self.policy)  # the policy's own tokenizer (a teacher's may differ)
+        return [enc.prompt_ids(r["prompt"], r["id"]) for r in self.prompt_rows]
 
     def key(self) -> dict:
         return pairs_key(self.pipe.model_key(self.policy), self.prompt_ids(), self.prompt_rows, self.spec, self.judge)
@@ -120,7 +121,7 @@ class StudentPairs:
 
             def sample() -> list[list[str]]:
                 model = pipe.load(self.policy)
-                return sample_responses(model, pipe.tok, prompt_ids, self.spec,
+                return sample_responses(model, pipe.enc_for(self.policy).tokenizer, prompt_ids, self.spec,
                                         desc=f"sample {self.spec.samples}x {self.policy}")
 
             self.pipe.model_dir(self.policy)  # every process: the policy stage first, outside the pairs' lock

@@ -53,8 +53,9 @@ def pair_side_scores(rows: list[dict]) -> dict:
     return out
 
 
+@torch.no_grad()
 def mean_logps(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 16) -> torch.Tensor:
-    """Length-normalised log-prob of each response under the model."""
+    """Length-normalised log-prob of each response under the model (evaluation: no graph is kept)."""
     model.eval()
     out = []
     for s in range(0, len(pairs), batch_size):

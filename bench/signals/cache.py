@@ -7,6 +7,7 @@ shards (logical fields; `bench.signals.codec` says how top-k rows are stored):
          stored as uint16 ids + 15-bit packed log-probs, tail recomputed  (k=50: 194 bytes/token; was 304)
   logps  logps float32 [N]                                                    (4 bytes/token)
   values v_soft, v_lse, v_max, v_expect, v_margin, z_label float32 [N+B]      (24 bytes/state)
+  xtok   a teacher of another tokenizer, projected onto the student's rows (bench.signals.xtok)
 Rows are flat over examples; `offsets` ([n+1] int64, per shard) locate example i. Reading slices rows straight
 from the memory-mapped file (`safe_open(...).get_slice`).
 """
@@ -20,6 +21,7 @@ from safetensors.torch import save_file
 
 from bench.errors import BenchError
 from bench.signals.codec import decode_topk, encode_topk
+from bench.signals.xtok import XTOK_FIELDS
 from bench.store.integrity import read_json
 
 MARKER = "manifest.json"
@@ -28,6 +30,7 @@ KIND_FIELDS = {
     "topk": ("topk_ids", "topk_logps", "tail"),
     "logps": ("logps",),
     "values": ("v_soft", "v_lse", "v_max", "v_expect", "v_margin", "z_label"),
+    "xtok": XTOK_FIELDS,
 }
 STORED_FIELDS = {**KIND_FIELDS, "topk": ("topk_ids", "topk_codes")}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import bench.pipeline.graph as pipeline_mod
+import bench.pipeline.signal_stages as signal_stages
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.pipeline.graph import Pipeline
@@ -53,7 +53,7 @@ def test_second_seed_reuses_every_teacher_stage_and_signal(tiny_dpo_run, tmp_pat
         raise AssertionError("signals recomputed for another seed")
 
     monkeypatch.setattr(Pipeline, "_train_stage", no_stage)
-    monkeypatch.setattr(pipeline_mod, "sharded_signals", no_signals)
+    monkeypatch.setattr(signal_stages, "sharded_signals", no_signals)
     run = run_pipeline(with_(cfg, seed=1, runs_dir=str(tmp_path)))
     assert redone == []
     assert run.manifest["seed"] == 1 and "-s1-" in run.path.name

@@ -44,6 +44,16 @@ def _signal(kind, packed, gen, tau=2.0):
             vpos.append(torch.arange(T + 1))
             row += T
         return {**{k: torch.cat(v) for k, v in out.items()}, "vseg": torch.cat(vseg), "vpos": torch.cat(vpos)}
+    if kind == "xtok":  # a teacher of another vocabulary (V + 3 ids, some unmapped), spans of one and two tokens
+        from bench.signals.xtok import project_example
+        parts = []
+        for T in LENGTHS:
+            t = torch.log_softmax(torch.randn(T, V + 3, generator=gen) * 3, -1)
+            top = t.topk(K, -1)
+            groups = [((i, min(i + 2, T)), (i // 2, i // 2 + 1)) for i in range(0, T, 2)]
+            to_student = torch.cat([torch.arange(V), torch.full((3,), -1)])
+            parts.append(project_example(groups, T, top.indices, top.values, t[:, 0], to_student, 0.7))
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     raise AssertionError(kind)
 
 

@@ -86,7 +86,7 @@ def test_unknown_model_lists_presets(name):
 def test_every_preset_is_well_formed():
     presets = load_presets()
     for name, p in presets.items():
-        assert p.source.get("kind") in ("hf", "gguf_wheel", "pruned", "random"), name
+        assert p.source.get("kind") in ("hf", "gguf_wheel", "pruned", "random", "toy_tokenizer"), name
         assert p.dtype in ("float32", "bfloat16", "float16"), name
         assert p.max_prompt_len >= 8 and p.max_response_len >= 2, name
         if p.source["kind"] == "hf":

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import bench.pipeline.graph as pipeline_mod
+import bench.pipeline.signal_stages as signal_stages
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.modeling.forward import pad_batch, packed_forward
@@ -129,7 +129,8 @@ def second_run(tiny_dpo_run, tiny_run_config, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Pipeline, "model_dir", model_dir)
         mp.setattr(Pipeline, "_train_stage", train_stage)
-        mp.setattr(pipeline_mod, "sharded_signals", compute)
+        mp.setattr(signal_stages, "sharded_signals", compute)
+        mp.setattr(signal_stages, "compute_side_signals", compute)
         run = run_pipeline(cfg)
     # the stages this run used that were not there before (other pytest-xdist workers may add their own meanwhile)
     used = {e.split("/", 1)[1] for e in run.manifest["cache_entries"] if e.startswith("stages/")}

@@ -15,7 +15,7 @@ from bench.store.stages import content_key
 
 ALL = [m for m in method_names() if m in {
     "sft", "dpo", "dckd", "adpa", "adpa_plus", "tvkd", "simpo", "wpo", "tdpo", "vanilla_kd", "seq_kd", "atkd",
-    "plad", "ddpo", "dpkd", "gkd", "distillm2", "rpo"}]
+    "plad", "ddpo", "dpkd", "gkd", "distillm2", "rpo", "uld", "gold"}]
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,8 @@ def runs(tmp_path_factory):
     return tmp_path_factory.mktemp("e2e-tiny")
 
 
-def test_all_eighteen_methods_are_registered():
-    assert len(ALL) == 18
+def test_all_twenty_methods_are_registered():
+    assert len(ALL) == 20
 
 
 @pytest.mark.parametrize("method", ALL)

@@ -1,0 +1,142 @@
+"""Cross-tokenizer teacher signals: the teacher's per-token signals, computed on its own tokenization of the same
+text, projected onto the student's response rows through the character alignment (`bench.modeling.alignment`).
+
+One entry row per student response token (so the trainer gathers it like any signal), kind `xtok`:
+  first      [N] bool   the row starts an aligned group (a span between two boundaries both tokenizations share;
+                        the EOS of both sides is one last group when neither response was cut)
+  group      [N] int32  the row's group index within its example (−1: the row lies in no group)
+  topk_ids   [N,k] int32    teacher ids of the teacher's top-k at the group's first teacher position (first rows)
+  topk_sids  [N,k] int32    the same ids mapped to the student vocabulary (same bytes; −1: no student token, or
+                            a student token an earlier (likelier) entry of the row already maps to)
+  topk_logps [N,k] float32  their log-probs (full teacher softmax); −inf on rows that start no group
+  later      [N] float32    Σ teacher log-probs of the group's later teacher tokens (0 for a one-token group)
+  span_logp  [N] float32    teacher log-prob of the group's whole text (its first token's + `later`)
+  pos_logps  [N,k] float32  the teacher's top-k log-probs at the same *position* (row i of each response; ULD's
+                            positional pairing), −inf beyond the shorter response
+  pos_valid  [N] bool
+  match_share [N] float32   the share of the teacher vocabulary with a student twin (the same on every row)
+The teacher's top-k come sorted (descending). Groups follow the alignment's shared boundaries exactly: when the two
+tokenizers agree everywhere (the same tokenizer) every row is a one-token group and `topk_sids` are `topk_ids`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.modeling.alignment import align_offsets
+
+XTOK_FIELDS = ("first", "group", "topk_ids", "topk_sids", "topk_logps", "later", "span_logp", "pos_logps",
+               "pos_valid", "match_share")
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """One response under one tokenizer: its ids (EOS last when `has_eos`) and each text token's char offsets."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # one per text token (the EOS, if any, has none)
+    has_eos: bool
+
+
+def tokenize_response(tok, text: str, max_len: int) -> Tokenized:
+    """The Encoder's response ids (`tok(text)` + EOS, cut to `max_len`) with the char offsets of the text tokens."""
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"]) + [tok.eos_token_id]
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    ids = ids[:max_len]
+    return Tokenized(ids, offsets[:min(len(offsets), len(ids))], len(ids) == len(offsets) + 1)
+
+
+def offsets_for_ids(tok, text: str, ids: list[int], eos_id: int) -> Tokenized | None:
+    """Offsets of given student ids of `text` (generated ids), when re-tokenizing the text reproduces them; None
+    otherwise (the example then has no aligned groups, only positional rows)."""
+    has_eos = bool(ids) and ids[-1] == eos_id
+    body = ids[:-1] if has_eos else ids
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"][:len(body)]) != list(body):
+        return None
+    if has_eos and len(enc["input_ids"]) != len(body):
+        return None
+    return Tokenized(list(ids), [tuple(o) for o in enc["offset_mapping"][:len(body)]], has_eos)
+
+
+def span_groups(s: Tokenized | None, t: Tokenized) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Aligned groups ((s0, s1), (t0, t1)) of response rows, EOS group last when both responses end with one and
+    every text token before it is aligned on both sides."""
+    if s is None:
+        return []
+    al = align_offsets(s.offsets, t.offsets)
+    groups = list(zip(al.student, al.teacher))
+    ns, nt = len(s.offsets), len(t.offsets)
+    complete = (groups[-1][0][1] == ns and groups[-1][1][1] == nt) if groups else (ns == 0 and nt == 0)
+    if s.has_eos and t.has_eos and complete:
+        groups.append(((ns, ns + 1), (nt, nt + 1)))
+    return groups
+
+
+def project_example(groups, n_student: int, t_topk_ids: torch.Tensor, t_topk_logps: torch.Tensor,
+                    t_logps: torch.Tensor, to_student: torch.Tensor, match_share: float = 0.0
+                    ) -> dict[str, torch.Tensor]:
+    """The `xtok` rows of one example from the teacher's rows ([T, k] top-k ids and log-probs, [T] log-probs of the
+    actual teacher tokens) and its groups; `to_student` maps teacher ids to student ids (−1: none)."""
+    k = t_topk_ids.shape[1]
+    dt = torch.promote_types(t_topk_logps.dtype, torch.float32)  # the cache writes float32; tests pass float64
+    out = {
+        "first": torch.zeros(n_student, dtype=torch.bool),
+        "group": torch.full((n_student,), -1, dtype=torch.int32),
+        "topk_ids": torch.zeros(n_student, k, dtype=torch.int32),
+        "topk_logps": torch.full((n_student, k), float("-inf"), dtype=dt),
+        "later": torch.zeros(n_student, dtype=dt),
+        "span_logp": torch.zeros(n_student, dtype=dt),
+    }
+    lp = t_logps.double()
+    for g, ((s0, s1), (t0, t1)) in enumerate(groups):
+        out["group"][s0:s1] = g
+        out["first"][s0] = True
+        out["topk_ids"][s0] = t_topk_ids[t0].to(torch.int32)
+        out["topk_logps"][s0] = t_topk_logps[t0]
+        out["later"][s0] = float(lp[t0 + 1:t1].sum())
+        out["span_logp"][s0] = float(lp[t0:t1].sum())
+    ids = out["topk_ids"].long()
+    known = ids < to_student.numel()  # a head wider than the tokenizer: its extra rows spell nothing
+    mapped = torch.where(known, to_student[ids.clamp(max=to_student.numel() - 1)], -1)
+    mapped = torch.where(out["first"][:, None], mapped, -1)
+    dup = (mapped[:, :, None] == mapped[:, None, :]).tril(-1).any(-1) & (mapped >= 0)  # seen earlier in the row
+    out["topk_sids"] = torch.where(dup, -1, mapped).to(torch.int32)
+    n = min(n_student, t_topk_logps.shape[0])
+    out["pos_logps"] = torch.full((n_student, k), float("-inf"), dtype=dt)
+    out["pos_logps"][:n] = t_topk_logps[:n]
+    out["pos_valid"] = torch.arange(n_student) < n
+    out["match_share"] = torch.full((n_student,), float(match_share), dtype=dt)
+    return out
+
+
+def teacher_to_student_map(teacher_tok, student_tok) -> tuple[torch.Tensor, float]:
+    """(teacher id -> the student id spelling the same bytes (−1: none; special tokens by role), the share of the
+    teacher vocabulary that has such a twin)."""
+    from bench.modeling.alignment import vocab_map
+
+    vm = vocab_map(teacher_tok, student_tok)
+    return torch.from_numpy(np.asarray(vm.to_teacher, dtype=np.int64)), vm.coverage
+
+
+class RowCollector:
+    """A stand-in for the cache's shard writers: keeps each example's teacher rows in memory, in order."""
+
+    def __init__(self):
+        self.rows: list[dict[str, torch.Tensor]] = []
+
+    def add(self, **tensors: torch.Tensor) -> None:
+        self.rows.append(tensors)
+
+
+def alignment_counts(groups_per_example, n_student_rows: list[int]) -> dict[str, float]:
+    """Shares of student rows that start an aligned group / lie in one, over a side (printed and kept in the entry)."""
+    rows = sum(n_student_rows)
+    first = sum(len(g) for g in groups_per_example)
+    covered = sum(s1 - s0 for g in groups_per_example for (s0, s1), _ in g)
+    return {"student_rows": rows, "group_starts": first, "rows_in_groups": covered,
+            "start_share": first / rows if rows else 1.0, "covered_share": covered / rows if rows else 1.0,
+            "unaligned_examples": sum(1 for g in groups_per_example if not g)}

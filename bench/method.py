@@ -95,6 +95,9 @@ class Method:
     display_name: ClassVar[str] = ""
     citation: ClassVar[str] = ""
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    #: its teacher `topk` signals may come from a teacher of another tokenizer, read through the vocabulary map
+    #: (bench.signals.xtok.topk_from_xtok; sound for forward-KL losses only)
+    cross_tokenizer_topk: ClassVar[bool] = False
 
     # ---- declarations (may depend on settings) ----
     def sides(self, cfg) -> tuple[str, ...]:

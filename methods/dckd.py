@@ -91,6 +91,7 @@ class DCKD(Method):
     display_name = "DCKD"
     citation = "Gao et al. 2025 (ADPA paper, ICLR 2025), eq. 7"
     config_cls = DCKDConfig
+    cross_tokenizer_topk = True  # forward sparse KL: a cross-tokenizer teacher's top-k through the vocabulary map
 
     def sides(self, cfg):
         return ("chosen", "rejected") if cfg.use_rejected else ("chosen",)

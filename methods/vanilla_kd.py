@@ -46,6 +46,7 @@ class VanillaKD(Method):
     display_name = "Vanilla KD"
     citation = "Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network"
     config_cls = VanillaKDConfig
+    cross_tokenizer_topk = True  # forward sparse KL: a cross-tokenizer teacher's top-k through the vocabulary map
 
     def sides(self, cfg):
         return ("chosen",)

@@ -34,6 +34,7 @@ from bench.pipeline.selection import make_validator, resolve_select_by
 from bench.pipeline.signal_stages import TEACHER_ROLES, SignalStages, check_cross_tokenizer
 from bench.pipeline.student_data import TEACHER_PREF, StudentPairs, student_pairs_apply
 from bench.registry import get_method
+from bench.signals.xtok import XTopkView
 from bench.signals.compute import SIGNAL_FORMAT, check_k
 from bench.store.identity import method_code_version
 from bench.store.stages import build_stage, content_key, remove_owned, stage_path
@@ -291,6 +292,9 @@ class Pipeline(SignalStages):
                 sides[spec.side] = self.side_pairs(split, spec.side, alias, enc)
             if spec.kind == "xtok":
                 entry = self.xtok_entry(role, spec.side, split, alias, precision)
+            elif spec.kind == "topk" and role in TEACHER_ROLES and self.tenc is not self.enc:
+                labels = self.side_pairs(split, spec.side, alias)
+                entry = XTopkView(self.xtok_entry(role, spec.side, split, alias, precision), lambda i, p=labels: p[i][1])
             else:
                 entry = self.signal_entry(role, spec.side, split, alias, precision, enc)
             signals[spec.name] = (entry, spec.kind, spec.side)

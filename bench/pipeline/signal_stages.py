@@ -27,8 +27,10 @@ XTOK_MODULES = ("bench.signals.xtok", "bench.modeling.alignment")
 
 def cross_tokenizer_ready(method, cfg) -> bool:
     """Whether a method can train a student whose teacher has another tokenizer: it reads teacher signals only as
-    `xtok` (projected through the alignment); teacher generations (SeqKD) reach it as re-tokenized text."""
-    return all(spec.kind == "xtok" for spec in method.signals(cfg) if spec.model in TEACHER_ROLES)
+    `xtok` (projected through the alignment), or as `topk` through the vocabulary map when it declares that sound
+    (forward-KL losses); teacher generations (SeqKD) reach it as re-tokenized text."""
+    ok = ("xtok", "topk") if method.cross_tokenizer_topk else ("xtok",)
+    return all(spec.kind in ok for spec in method.signals(cfg) if spec.model in TEACHER_ROLES)
 
 
 def check_cross_tokenizer(method_name: str, teacher: str, student: str) -> None:

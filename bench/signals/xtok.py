@@ -140,3 +140,52 @@ def alignment_counts(groups_per_example, n_student_rows: list[int]) -> dict[str,
     return {"student_rows": rows, "group_starts": first, "rows_in_groups": covered,
             "start_share": first / rows if rows else 1.0, "covered_share": covered / rows if rows else 1.0,
             "unaligned_examples": sum(1 for g in groups_per_example if not g)}
+
+
+FILLER_LOGP = -1.0e4  # a bin of zero teacher mass (exp underflows to 0) whose log stays finite: p·(log p − log q) = 0
+
+
+def topk_from_xtok(x: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The cache's `topk` layout in the student's vocabulary from `xtok` rows, for forward-KL losses (Vanilla KD,
+    DCKD) with a teacher of another tokenizer:
+      - a span's first row: the teacher's top-k tokens that have a student twin, their log-probs; the mass of the
+        others (no twin, or beyond the top-k) goes to the tail bin;
+      - a row inside a span, or in no span: the one-hot of the row's own token (the teacher's tokenization of the
+        span fixes how it continues, so the teacher is taken to agree with the response there);
+      - the other slots repeat the row's first id with zero teacher mass (log-prob FILLER_LOGP): the student's rest
+        bin is the mass outside the set of ids (`bench.tensors.student_bins`), so a repeat adds no bin and the
+        forward KL is exactly the one over the real bins plus the rest."""
+    first = x["first"].bool()
+    sids, lp = x["topk_sids"].long(), x["topk_logps"].to(torch.float32)
+    n, k = sids.shape
+    ids = torch.empty(n, k, dtype=torch.int32)
+    logps = torch.full((n, k), FILLER_LOGP, dtype=torch.float32)
+    tail = torch.zeros(n, dtype=torch.float32)
+    for i in range(n):
+        if first[i]:
+            keep = sids[i] >= 0
+            real, real_lp = sids[i][keep], lp[i][keep]
+            tail[i] = (1.0 - real_lp.double().exp().sum()).clamp(min=0.0).float()
+        else:
+            real, real_lp = labels[i:i + 1].long(), torch.zeros(1)
+        pad = int(real[0]) if len(real) else int(labels[i])
+        ids[i] = torch.tensor(real.tolist() + [pad] * (k - len(real)), dtype=torch.int32)
+        logps[i, :len(real)] = real_lp
+    return {"topk_ids": ids, "topk_logps": logps, "tail": tail}
+
+
+class XTopkView:
+    """A signal entry that serves `topk` gathers from an `xtok` entry (see `topk_from_xtok`); `labels_of(i)` gives
+    example i's student response ids."""
+
+    def __init__(self, entry, labels_of):
+        self.entry, self.labels_of, self.manifest, self.path = entry, labels_of, entry.manifest, entry.path
+
+    def example(self, kind: str, i: int) -> dict[str, torch.Tensor]:
+        return self.gather(kind, [i])
+
+    def gather(self, kind: str, indices: list[int]) -> dict[str, torch.Tensor]:
+        if kind != "topk":
+            raise ValueError(f"a cross-tokenizer teacher serves top-k only, not '{kind}'")
+        labels = torch.cat([torch.as_tensor(self.labels_of(i), dtype=torch.long) for i in indices])
+        return topk_from_xtok(self.entry.gather("xtok", indices), labels)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.method import LossBatch, SignalSpec
-from bench.signals.xtok import Tokenized, project_example, span_groups
+from bench.signals.xtok import FILLER_LOGP, Tokenized, project_example, span_groups, topk_from_xtok
+from bench.tensors import sparse_kl
 from distill_kit import D, packed, teacher_logits
 from methods.gold import GOLD, generalized_jsd, gold_terms
 from methods.uld import ULD, sorted_l1, uld_loss
@@ -236,3 +237,49 @@ def test_projection_places_teacher_rows_on_span_starts_and_drops_duplicate_twins
         assert sids == list(dict.fromkeys(s for s in first_hit if s >= 0))
     assert (xt["topk_sids"][1] == -1).all() and xt["match_share"].tolist() == pytest.approx([0.8] * 3)
     assert xt["pos_valid"].tolist() == [True, True, True]
+
+
+def test_topk_through_the_vocabulary_map_gives_forward_kl_on_span_starts_and_ce_inside_spans():
+    Vs, Vt, k = 9, 12, 5
+    t = teacher_logits(3, Vt, 30)
+    ids, vals, logp = teacher_rows(t, k)
+    to_student = torch.tensor([0, 1, 2, 3, -1, 5, 5, -1, 7, 6, 8, -1])
+    groups = [((0, 2), (0, 1)), ((2, 3), (1, 3))]
+    x = project_example(groups, 3, ids, vals, logp[:, 0], to_student, 0.5)
+    p = packed([3], Vs, 31)
+    top = topk_from_xtok(x, p.labels)
+    assert (top["topk_logps"] <= 0).all() and ((top["topk_logps"] == FILLER_LOGP).sum(-1) > 0).all()
+    for ids_row, lp_row in zip(top["topk_ids"], top["topk_logps"]):  # repeats carry no teacher mass
+        real = ids_row[lp_row > FILLER_LOGP].tolist()
+        assert len(real) == len(set(real)) and set(ids_row.tolist()) == set(real)
+    got = sparse_kl(p.logits.detach(), top["topk_ids"], top["topk_logps"].double(), top["tail"].double())
+    q = F.softmax(p.logits.detach(), -1)
+    for row, t_row in ((0, 0), (2, 1)):  # span starts: bins = the teacher's twins (first occurrence) + the rest
+        pt = F.softmax(t[t_row], -1)
+        seen, P, Q = set(), [], []
+        for v in pt.argsort(descending=True)[:k].tolist():
+            w = int(to_student[v])
+            if w >= 0 and w not in seen:
+                seen.add(w)
+                P.append(pt[v].item())
+                Q.append(q[row, w].item())
+        P.append(1 - sum(P))
+        Q.append(1 - sum(Q))
+        want = sum(a * np.log(a / b) for a, b in zip(P, Q))
+        assert got[row].item() == pytest.approx(want, abs=1e-6)
+    assert got[1].item() == pytest.approx(-np.log(q[1, p.labels[1]].item()), abs=1e-9)  # inside a span: CE
+
+
+def test_forward_kl_through_the_map_has_a_gradient_only_where_the_bins_are_real():
+    t = teacher_logits(3, 12, 32)
+    ids, vals, logp = teacher_rows(t, 5)
+    to_student = torch.tensor([0, 1, 2, 3, -1, 5, 5, -1, 7, 6, 8, -1])
+    x = project_example([((0, 2), (0, 1)), ((2, 3), (1, 3))], 3, ids, vals, logp[:, 0], to_student, 0.5)
+    base = packed([3], 9, 33)
+    top = topk_from_xtok(x, base.labels)
+
+    def f(z):
+        return sparse_kl(z, top["topk_ids"], top["topk_logps"].double(), top["tail"].double()).sum()
+
+    z = base.logits.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (z,), eps=1e-6, atol=1e-6)

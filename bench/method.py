@@ -6,11 +6,14 @@ Models a method can refer to (pipeline stages, each cached by content hash):
                   student, π_ref when the DPO plugin trains the DPO teacher. It is also the default init of π_θ.
   "ref_teacher"   π_ref, the SFT teacher
   "dpo_teacher"   π_dpo, π_ref after DPO
+  "rdpo_teacher"  π_ref after DPO on the pairs with chosen and rejected swapped (AlignDistil's reverse model;
+                  its recipe defaults to the DPO teacher's)
   "chosen_teacher" π_ref further SFT'd on the preference chosen responses (DCKD "w/o DPO teacher" ablation)
   "sft_student"   π_sref, the SFT student (also the default initialisation of π_θ)
   "run:<method>"  the final student of another method's run on the same pair, data and seed (built if missing)
-Sides (sequences of a training example): "chosen", "rejected", and "gen:<model>" = that model's greedy
-generation for the example's prompt (e.g. "gen:sft_student" = student rollouts, "gen:dpo_teacher" = SeqKD data).
+Sides (sequences of a training example): "chosen", "rejected", "gen:<model>" = that model's greedy
+generation for the example's prompt (e.g. "gen:sft_student" = student rollouts, "gen:dpo_teacher" = SeqKD data), and
+"sample:<model>:<K>:<T>:<j>" = the j-th of K samples at temperature T (a cached stage; PAD's responses).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import torch
 from bench.errors import BenchError
 from bench.tensors import Packed
 
-SIGNAL_KINDS = ("topk", "values", "logps", "xtok")
+SIGNAL_KINDS = ("topk", "values", "logps", "xtok", "contrast")
 
 
 def setting(default, source: str, help: str = "", choices: tuple | None = None, min: float | None = None,
@@ -34,6 +37,19 @@ def setting(default, source: str, help: str = "", choices: tuple | None = None, 
     return field(default=default, metadata=meta)
 
 
+def sample_side(role: str, k: int, temperature: float, j: int) -> str:
+    """The side name of the j-th of k samples per prompt from `role` at `temperature` (PAD's responses)."""
+    return f"sample:{role}:{k}:{temperature}:{j}"
+
+
+def parse_sample_side(side: str) -> tuple[str, int, float, int]:
+    try:
+        _, role, k, temperature, j = side.split(":")
+        return role, int(k), float(temperature), int(j)
+    except ValueError:
+        raise BenchError(f"bad sample side '{side}'; expected sample:ROLE:K:TEMPERATURE:J") from None
+
+
 @dataclass(frozen=True)
 class SignalSpec:
     """A cached per-token signal: `kind` of `model` on `side` (see module docstring)."""
@@ -41,10 +57,13 @@ class SignalSpec:
     model: str
     side: str
     kind: str  # "topk" | "values" | "logps" | "xtok" (teacher rows projected onto the student's: bench.signals.xtok)
+    #            | "contrast" (AlignDistil's target from `model` and args[0]: bench.signals.contrast)
+    args: tuple = ()  # contrast: (reverse model, β₂, temperature)
 
     @property
     def name(self) -> str:
-        return f"{self.model}.{self.kind}.{self.side}"
+        base = f"{self.model}.{self.kind}.{self.side}"
+        return base + "." + ",".join(map(str, self.args)) if self.args else base
 
 
 @dataclass
@@ -84,8 +103,8 @@ class LossBatch:
     signals: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     ref: dict[str, Packed] = field(default_factory=dict)
 
-    def signal(self, model: str, kind: str, side: str) -> dict[str, torch.Tensor]:
-        return self.signals[SignalSpec(model, side, kind).name]
+    def signal(self, model: str, kind: str, side: str, args: tuple = ()) -> dict[str, torch.Tensor]:
+        return self.signals[SignalSpec(model, side, kind, args).name]
 
 
 class Method:
@@ -120,9 +139,13 @@ class Method:
         models = {self.init_from(cfg)}
         for spec in self.signals(cfg):
             models.add(spec.model)
+            if spec.kind == "contrast":
+                models.add(spec.args[0])
         for side in self.sides(cfg):
             if side.startswith("gen:"):
                 models.add(side[4:])
+            elif side.startswith("sample:"):
+                models.add(side.split(":")[1])
         return models
 
     # ---- the loss ----

@@ -38,15 +38,17 @@ def run_costs(row: dict, users: Counter) -> dict[str, float | None]:
     if not c:
         return {}
     stages = c.get("stages") or []
-    teacher = [s for s in stages if (s["cost"] or {}).get("role") in TEACHER_ROLES
-               and s["kind"] in ("signals", "generations")]
+    teacher = [s for s in stages if s["kind"] in ("signals", "generations")
+               and any(r in TEACHER_ROLES for r in str((s["cost"] or {}).get("role")).split("+"))]
     direct_signals = [s for s in stages if s["kind"] == "signals" and s["direct"]]
     cache_bytes = sum(s["cost"].get("bytes", 0) for s in direct_signals)
     rows_ = sum(s["cost"].get("rows", 0) for s in direct_signals)
     amortised = sum((s["cost"] or {}).get("seconds", 0.0) / max(users[s["path"]], 1) for s in stages)
     gb = 1024 ** 3
     return {
+        "teacher_stages": sum(1 for s in stages if s["kind"] in TEACHER_ROLES),
         "teacher_passes": sum(s["cost"].get("forward_passes", 0) for s in teacher),
+        "samples": sum(s["cost"].get("sequences", 0) for s in stages if s["kind"] == "samples") or None,
         "teacher_tokens": sum(s["cost"].get("tokens", 0) for s in teacher) / 1000,
         "cache_mb": cache_bytes / 1024 ** 2,
         "cache_bytes_per_token": cache_bytes / rows_ if rows_ else None,

@@ -32,10 +32,12 @@ BY_COL = {m.col: m for m in METRICS}
 
 # cost columns (shown with --cost): key -> (header, unit, digits); all "lower is better" except tokens/s
 COSTS = {
+    "teacher_stages": ("teacher models", "stages", 0),
     "teacher_passes": ("teacher fwd", "passes", 0),
     "teacher_tokens": ("teacher tok", "k tok", 1),
     "cache_mb": ("signal cache", "MB", 2),
     "cache_bytes_per_token": ("cache", "B/tok", 0),
+    "samples": ("samples", "seq", 0),
     "train_s": ("student train", "s", 1),
     "tokens_per_s": ("train speed", "tok/s", 0),
     "peak_rss_gb": ("peak RSS", "GB", 2),
@@ -43,7 +45,7 @@ COSTS = {
     "total_s": ("total (amortised)", "s", 1),
 }
 COST_HIGHER = {"tokens_per_s"}
-TEACHER_ROLES = ("ref_teacher", "dpo_teacher", "chosen_teacher")
+TEACHER_ROLES = ("ref_teacher", "dpo_teacher", "rdpo_teacher", "chosen_teacher")
 
 
 def header(col: str) -> str:

@@ -2,7 +2,8 @@
 SFT student → method training (shared trainer) → checkpoint selection. Every stage is content-addressed, so a
 second method on the same pair and data recomputes nothing it can reuse.
 
-Model roles (see bench/method.py): ref_teacher, dpo_teacher, chosen_teacher, sft_student, run:<method>, and
+Model roles (see bench/method.py): ref_teacher, dpo_teacher, rdpo_teacher, chosen_teacher, sft_student, run:<method>,
+and
 "reference" = the frozen reference of whatever is being trained (sft_student for students, ref_teacher for the
 DPO teacher).
 """
@@ -93,7 +94,7 @@ class Pipeline(SignalStages):
         check_backend((self.preset.get("generation") or {}).get("backend", "hf"))
         for role in (*TEACHER_STAGES, "sft_student", "student"):  # fail before any work, not mid-pipeline
             if role in self.preset:
-                self._train_cfg(self.preset[role]).validate()
+                self._train_cfg(self.stage_cfg(role)).validate()
         # the student's own pairs (bench.pipeline.student_data): the teacher stages keep the dataset's pairs
         self.student_pairs: StudentPairs | None = None
         self.teacher_pref = "pref_train"
@@ -141,6 +142,10 @@ class Pipeline(SignalStages):
                 eos = [enc.tokenizer.eos_token_id]
                 resp = [enc.response_ids(t) if t.strip() else eos for t in self.generation_texts(role, split)]
             pairs = [(enc.prompt_ids(r["prompt"], r["id"]), g) for r, g in zip(rows, resp)]
+        elif side.startswith("sample:"):  # sampled responses, kept as text
+            eos = [enc.tokenizer.eos_token_id]
+            pairs = [(enc.prompt_ids(r["prompt"], r["id"]), enc.response_ids(t) if t.strip() else eos)
+                     for r, t in zip(rows, self.side_texts(split, side, alias))]
         else:
             field = "response" if split == "sft" else side
             if field not in ("chosen", "rejected", "response"):
@@ -165,9 +170,17 @@ class Pipeline(SignalStages):
         return {"split": label, "hash": self.bundle.split_hash(split), "enc": enc}
 
     def stage_cfg(self, role: str) -> dict:
+        """A stage's preset section. The reverse-DPO teacher defaults to the DPO teacher's recipe (on swapped pairs).
+        A `path:` (a prebuilt model) must be a directory."""
+        if role == "rdpo_teacher" and role not in self.preset and "dpo_teacher" in self.preset:
+            return self.preset["dpo_teacher"]
         if role not in self.preset:
             raise BenchError(f"run preset '{self.cfg.preset}' has no '{role}' section")
-        return self.preset[role]
+        sc = self.preset[role]
+        if sc.get("path") and not Path(str(sc["path"])).is_dir():
+            raise BenchError(f"{role}.path={sc['path']} is not a model directory; pass a saved model's directory "
+                             f"(--set {role}.path=DIR) or remove the setting to train the stage")
+        return sc
 
     def model_key(self, role: str) -> dict:
         if role in TEACHER_STAGES or role == "sft_student":
@@ -182,7 +195,7 @@ class Pipeline(SignalStages):
             return {"stage": role, "init": init, "data": self.data_key(split, self.enc_for(role)), "train": result_preset({"s": sc})["s"], "code": code}
         if role.startswith("run:"):
             return {"stage": role, "student": self.student_key_for(role[4:], {})}
-        raise BenchError(f"unknown model role '{role}' (known: ref_teacher, dpo_teacher, chosen_teacher, "
+        raise BenchError(f"unknown model role '{role}' (known: ref_teacher, dpo_teacher, rdpo_teacher, chosen_teacher, "
                          "sft_student, run:<method>)")
 
     def student_key_for(self, method_name: str, settings: dict) -> dict:
@@ -236,9 +249,10 @@ class Pipeline(SignalStages):
             init, split, alias = "teacher_base", "sft", {}
         elif role == "sft_student":
             init, split, alias = "student_base", "sft", {}
-        else:  # dpo_teacher, chosen_teacher start from the reference teacher
+        else:  # dpo_teacher, rdpo_teacher (pairs swapped), chosen_teacher start from the reference teacher
             init, split, alias = "ref_teacher", self.teacher_pref, {"reference": "ref_teacher"}
-        data = self.train_data(method, mcfg, split, alias, self.stage_precision(role), self.enc_for(role))
+        data = self.train_data(method, mcfg, split, alias, self.stage_precision(role), self.enc_for(role),
+                               swap=role == "rdpo_teacher")
         if init == "ref_teacher":
             self.model_dir(init)
         t0 = time.perf_counter()  # this stage alone, not the stages it needed
@@ -282,21 +296,26 @@ class Pipeline(SignalStages):
                 "cost": {"seconds": result.seconds, "tokens": result.tokens, "role": f"run:{method_name}"}}
 
     def train_data(self, method: Method, mcfg, split: str, alias: dict[str, str],
-                   precision: str | None = None, enc: Encoder | None = None) -> TrainData:
-        """What the trainer reads, encoded by `enc` (the student's by default; a teacher stage's own)."""
-        sides = {side: self.side_pairs(split, side, alias, enc) for side in method.sides(mcfg)}
+                   precision: str | None = None, enc: Encoder | None = None, swap: bool = False) -> TrainData:
+        """What the trainer reads, encoded by `enc` (the student's by default; a teacher stage's own); `swap` trades
+        the chosen and rejected responses (the reverse-DPO teacher)."""
+        real = (lambda side: {"chosen": "rejected", "rejected": "chosen"}.get(side, side)) if swap else (lambda s: s)
+        sides = {side: self.side_pairs(split, real(side), alias, enc) for side in method.sides(mcfg)}
         signals = {}
         for spec in method.signals(mcfg):
             role = alias.get(spec.model, spec.model)
             if spec.side not in sides:
-                sides[spec.side] = self.side_pairs(split, spec.side, alias, enc)
-            if spec.kind == "xtok":
+                sides[spec.side] = self.side_pairs(split, real(spec.side), alias, enc)
+            if spec.kind == "contrast":
+                entry = self.contrast_entry(role, alias.get(spec.args[0], spec.args[0]), spec.side, split, alias,
+                                            *spec.args[1:])
+            elif spec.kind == "xtok":
                 entry = self.xtok_entry(role, spec.side, split, alias, precision)
             elif spec.kind == "topk" and role in TEACHER_ROLES and self.tenc is not self.enc:
                 labels = self.side_pairs(split, spec.side, alias)
                 entry = XTopkView(self.xtok_entry(role, spec.side, split, alias, precision), lambda i, p=labels: p[i][1])
             else:
-                entry = self.signal_entry(role, spec.side, split, alias, precision, enc)
+                entry = self.signal_entry(role, real(spec.side), split, alias, precision, enc)
             signals[spec.name] = (entry, spec.kind, spec.side)
         n = len(next(iter(sides.values())))
         # sides the loss does not run the policy on are only needed for signal alignment

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import dist
 from bench.errors import BenchError
+from bench.method import parse_sample_side
 from bench.modeling.generate import decode, make_generator, needs_model
 from bench.modeling.precision import autocast, resolve_precision
 from bench.signals.cache import SignalEntry, write_entry
@@ -21,7 +22,7 @@ from bench.store.files import read_jsonl, write_jsonl
 from bench.store.identity import GENERATION_MODULES, SIGNAL_MODULES, code_version
 from bench.store.stages import build_stage, content_key, stage_path, token_hash
 
-TEACHER_ROLES = ("ref_teacher", "dpo_teacher", "chosen_teacher")
+TEACHER_ROLES = ("ref_teacher", "dpo_teacher", "rdpo_teacher", "chosen_teacher")
 XTOK_MODULES = ("bench.signals.xtok", "bench.modeling.alignment")
 
 
@@ -109,11 +110,44 @@ class SignalStages:
     def generation_texts(self, role: str, split: str) -> list[str]:
         return [r["text"] for r in self._generation_rows(role, split)]
 
+    def samples(self, role: str, split: str, k: int, temperature: float, seed: int = 0) -> list[list[str]]:
+        """`k` responses per prompt of a split sampled from a role at `temperature` (seeded), as text: a cached stage
+        (kind "samples") on the pair-making stage's sampler (bench.pipeline.pairs.sample_responses)."""
+        from bench.pipeline.pairs import PairSpec, sample_responses
+
+        enc = self.enc_for(role)
+        prompts = self.prompts(split, enc)
+        spec = PairSpec(samples=max(k, 2), temperature=temperature, seed=seed, max_new_tokens=enc.max_response_len,
+                        batch_size=self.infer_bs).validate()  # a pair needs 2 samples; a samples stage may hold 1
+        spec.samples = k
+        key = {"model": self.model_key(role), "prompts": token_hash(prompts), "k": k, "temperature": temperature,
+               "seed": seed, "max_new": enc.max_response_len,
+               "code": code_version(*GENERATION_MODULES, "bench.pipeline.pairs")}
+
+        def build(tmp: Path) -> dict:
+            self.model_dir(role)
+            if not dist.is_main():
+                return {}
+            t0 = time.perf_counter()
+            outs = sample_responses(self.load(role), enc.tokenizer, prompts, spec, desc=f"sample {k}x {role} on {split}")
+            write_jsonl(tmp / "samples.jsonl", [{"id": r["id"], "samples": o}
+                                                for r, o in zip(self.split_rows(split), outs)])
+            self.timings[f"samples:{role}:{split}"] = time.perf_counter() - t0
+            gc.collect()
+            return {"n": len(outs), "cost": {"seconds": self.timings[f"samples:{role}:{split}"], "role": role,
+                                             "sequences": len(outs) * k}}
+
+        path = build_stage("samples", key, build)
+        return [r["samples"] for r in read_jsonl(path / "samples.jsonl")]
+
     def side_texts(self, split: str, side: str, alias: dict[str, str]) -> list[str]:
         """The response text of each row of a side (what both tokenizers read)."""
         rows = self.split_rows(split)
         if side.startswith("gen:"):
             return self.generation_texts(alias.get(side[4:], side[4:]), split)
+        if side.startswith("sample:"):
+            role, k, temperature, j = parse_sample_side(side)
+            return [s[j] for s in self.samples(alias.get(role, role), split, k, temperature)]
         return [r["response" if split == "sft" else side] for r in rows]
 
     def signal_entry(self, role: str, side: str, split: str, alias: dict[str, str],
@@ -188,3 +222,32 @@ class SignalStages:
                              "forward_passes": passes, "role": role, "side": side}}
 
         return SignalEntry(write_entry(final=stage_path("signals", key), key=key, fill=fill))
+
+    def contrast_entry(self, role_d: str, role_r: str, side: str, split: str, alias: dict[str, str], beta2: float,
+                       temperature: float) -> SignalEntry:
+        """AlignDistil's composed target from a DPO and a reverse-DPO teacher on a side (kind `contrast`,
+        bench.signals.contrast), keyed by both models, the side's tokens, k, β₂ and T."""
+        from bench.signals.contrast import compute_contrast
+
+        pairs = self.side_pairs(split, side, alias)
+        key = {"contrast": [self.model_key(role_d), self.model_key(role_r)], "tokens": token_hash(pairs), "k": self.k,
+               "beta2": beta2, "temperature": temperature, "tokenizer": content_key(self.enc.fingerprint()),
+               "code": code_version(*SIGNAL_MODULES, "bench.signals.contrast"), "format": SIGNAL_FORMAT}
+
+        def fill(writers):
+            self.model_dir(role_d)
+            self.model_dir(role_r)
+            t0 = time.perf_counter()
+            model_d, model_r = self.load(role_d), self.load(role_r)
+            keys = (content_key(self.model_key(role_d)), content_key(self.model_key(role_r)))
+            tokens, passes = compute_contrast(model_d, model_r, pairs, writers["contrast"], k=self.k, beta2=beta2,
+                                              temperature=temperature, pad_id=self.tok.pad_token_id,
+                                              batch_size=self.infer_bs, model_keys=keys,
+                                              desc=f"signals {role_d} - {role_r} on {split}/{side}")
+            self.timings[f"signals:contrast:{side}"] = time.perf_counter() - t0
+            del model_d, model_r
+            gc.collect()
+            return {"cost": {"seconds": self.timings[f"signals:contrast:{side}"], "tokens": tokens,
+                             "forward_passes": passes, "role": f"{role_d}+{role_r}", "side": side}}
+
+        return SignalEntry(write_entry(stage_path("signals", key), key, fill))

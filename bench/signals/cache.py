@@ -8,6 +8,7 @@ shards (logical fields; `bench.signals.codec` says how top-k rows are stored):
   logps  logps float32 [N]                                                    (4 bytes/token)
   values v_soft, v_lse, v_max, v_expect, v_margin, z_label float32 [N+B]      (24 bytes/state)
   xtok   a teacher of another tokenizer, projected onto the student's rows (bench.signals.xtok)
+  contrast  AlignDistil's target composed from a DPO and a reverse-DPO teacher (bench.signals.contrast)
 Rows are flat over examples; `offsets` ([n+1] int64, per shard) locate example i. Reading slices rows straight
 from the memory-mapped file (`safe_open(...).get_slice`).
 """
@@ -21,6 +22,7 @@ from safetensors.torch import save_file
 
 from bench.errors import BenchError
 from bench.signals.codec import decode_topk, encode_topk
+from bench.signals.contrast import CONTRAST_FIELDS
 from bench.signals.xtok import XTOK_FIELDS
 from bench.store.integrity import read_json
 
@@ -31,8 +33,10 @@ KIND_FIELDS = {
     "logps": ("logps",),
     "values": ("v_soft", "v_lse", "v_max", "v_expect", "v_margin", "z_label"),
     "xtok": XTOK_FIELDS,
+    "contrast": CONTRAST_FIELDS,
 }
 STORED_FIELDS = {**KIND_FIELDS, "topk": ("topk_ids", "topk_codes")}
+PASS_KINDS = ("topk", "logps", "values")  # what one model's signal pass writes (bench.signals.compute)
 
 
 def encode(kind: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

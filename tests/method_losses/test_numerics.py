@@ -54,6 +54,9 @@ def _signal(kind, packed, gen, tau=2.0):
             to_student = torch.cat([torch.arange(V), torch.full((3,), -1)])
             parts.append(project_example(groups, T, top.indices, top.values, t[:, 0], to_student, 0.7))
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    if kind == "contrast":  # AlignDistil's target from two random teachers
+        from bench.signals.contrast import contrast_rows
+        return contrast_rows(torch.randn(n, V, generator=gen) * 3, torch.randn(n, V, generator=gen) * 3, K, 10.0, 1.0)
     raise AssertionError(kind)
 
 

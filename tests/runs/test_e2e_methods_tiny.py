@@ -15,7 +15,7 @@ from bench.store.stages import content_key
 
 ALL = [m for m in method_names() if m in {
     "sft", "dpo", "dckd", "adpa", "adpa_plus", "tvkd", "simpo", "wpo", "tdpo", "vanilla_kd", "seq_kd", "atkd",
-    "plad", "ddpo", "dpkd", "gkd", "distillm2", "rpo", "uld", "gold"}]
+    "plad", "ddpo", "dpkd", "gkd", "distillm2", "rpo", "uld", "gold", "pad", "aligndistil"}]
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,8 @@ def runs(tmp_path_factory):
     return tmp_path_factory.mktemp("e2e-tiny")
 
 
-def test_all_twenty_methods_are_registered():
-    assert len(ALL) == 20
+def test_all_twenty_two_methods_are_registered():
+    assert len(ALL) == 22
 
 
 @pytest.mark.parametrize("method", ALL)
@@ -105,3 +105,25 @@ def test_a_dckd_run_serves_as_adpa_plus_init(tmp_path, fresh_stages, tiny_run_co
     monkeypatch.setattr(pipeline_mod.Pipeline, "_train_dependency_run", lambda *a: calls.append(a) or {})
     run_pipeline(tiny_run_config(tmp_path, method="adpa_plus", seed=12))
     assert calls == []  # the DCKD run directory's checkpoint was registered as `run:dckd`
+
+
+def test_aligndistil_trains_the_reverse_dpo_teacher_on_swapped_pairs(tmp_path, fresh_stages, tiny_run_config):
+    from bench.pipeline.graph import Pipeline
+    from bench.registry import get_method
+
+    pipe = Pipeline(tiny_run_config(tmp_path, method="aligndistil"))
+    dpo = get_method("dpo")
+    data = pipe.train_data(dpo, dpo.make_config(), pipe.teacher_pref, {"reference": "ref_teacher"}, swap=True)
+    assert data.sides["chosen"] == pipe.side_pairs(pipe.teacher_pref, "rejected", {})
+    assert data.sides["rejected"] == pipe.side_pairs(pipe.teacher_pref, "chosen", {})
+    assert pipe.model_key("rdpo_teacher") != pipe.model_key("dpo_teacher")
+    assert pipe.stage_cfg("rdpo_teacher") == pipe.stage_cfg("dpo_teacher")  # the same recipe by default
+
+
+def test_a_missing_reverse_teacher_is_one_error_line_before_any_work(tmp_path, tiny_dirs, monkeypatch, capsys):
+    from cli_kit import assert_one_line_error, bench_main
+
+    code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "aligndistil", "--preset", "tiny",
+                              "--set", f"rdpo_teacher.path={tmp_path / 'nope'}", "--runs", str(tmp_path / "runs"))
+    assert_one_line_error(code, err, "rdpo_teacher.path=", "is not a model directory")
+    assert not (tmp_path / "runs").exists()

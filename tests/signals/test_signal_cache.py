@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from bench.signals.cache import KIND_FIELDS, SignalEntry, bytes_per_token, write_entry
+from bench.signals.cache import KIND_FIELDS, PASS_KINDS, SignalEntry, bytes_per_token, write_entry
 from bench.signals.compute import FORWARD_PASSES, compute_side_signals
 
 pytestmark = pytest.mark.usefixtures("single_thread_module")
@@ -129,7 +129,7 @@ def test_gather_in_arbitrary_order(entry, pairs):
 
 def test_batch_size_does_not_change_the_signals(entry, model, pairs, tmp_path):
     other = SignalEntry(write_entry(tmp_path / "bs5", {}, fill_with(model, pairs, k=8, batch_size=5)))
-    for kind in KIND_FIELDS:
+    for kind in PASS_KINDS:
         a, b = entry.gather(kind, list(range(len(pairs)))), other.gather(kind, list(range(len(pairs))))
         for name in KIND_FIELDS[kind]:
             torch.testing.assert_close(a[name].double(), b[name].double(), atol=2e-3, rtol=1e-3, equal_nan=True)
@@ -184,7 +184,7 @@ def test_incomplete_entry_is_refused_on_read(tmp_path):
 
 def test_shards_read_back_identically(entry, model, pairs, tmp_path):
     sharded = SignalEntry(write_entry(tmp_path / "sh", {}, fill_with(model, pairs, k=8), shard_size=2))
-    for kind in KIND_FIELDS:
+    for kind in PASS_KINDS:
         files = sorted(p.name for p in sharded.path.glob(f"{kind}-*.safetensors"))
         assert files == [f"{kind}-00000.safetensors", f"{kind}-00001.safetensors", f"{kind}-00002.safetensors"]
         shards = sharded.manifest["kinds"][kind]["shards"]

@@ -50,6 +50,23 @@ def cpu_launch_note() -> str | None:
             "`accelerate launch --config_file configs/accelerate/cpu_ddp.yaml --num_processes N -m cli run ...`")
 
 
+_ENGINES = {"ACCELERATE_USE_FSDP": ("FSDP", "configs/accelerate/fsdp.yaml"),
+            "ACCELERATE_USE_DEEPSPEED": ("DeepSpeed (ZeRO)", "configs/accelerate/deepspeed_zero3.yaml")}
+
+
+def check_engine() -> None:
+    """One error line when `accelerate launch` was asked for a sharding engine (FSDP, DeepSpeed ZeRO): the shared
+    trainer wraps the model in data parallelism itself and does not shard it yet, so such a run would train
+    unsharded, silently, with the memory of DDP (docs/SCALING.md). Never a silent fallback."""
+    from bench.errors import BenchError
+
+    for var, (engine, config) in _ENGINES.items():
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes"):
+            raise BenchError(f"the accelerate config asks for {engine} ({var}=true, e.g. {config}), which this trainer "
+                             "does not engage yet: it would train unsharded as DDP; launch with "
+                             "configs/accelerate/multi_gpu.yaml (GPUs) or configs/accelerate/cpu_ddp.yaml (CPU) instead")
+
+
 @lru_cache(maxsize=1)
 def state():
     """accelerate's PartialState, created once; on CPU it selects gloo (MULTI_CPU) instead of looking for GPUs."""

@@ -48,6 +48,7 @@ class Pipeline(SignalStages):
     def __init__(self, cfg: RunConfig):
         from bench.data.resolve import cap_splits, merge_bundles, resolve_dataset, sft_from_chosen
 
+        dist.check_engine()  # a sharding engine the trainer would not engage: one error line before any work
         self.preset = load_run_preset(cfg.preset, cfg.stage_overrides)
         # the models a preset names only choose defaults; the run is identified by the models' content
         self.cfg = cfg = resolve_models(cfg, self.preset.pop("models", None))

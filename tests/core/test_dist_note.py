@@ -37,3 +37,19 @@ def test_run_prints_the_note_once(monkeypatch, capsys, tiny_dirs, tmp_path):
                               "--dry-run")
     assert code == 0, err
     assert sum(line.startswith("note: accelerate launch --cpu") for line in err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("var,engine", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_a_sharding_engine_the_trainer_does_not_engage_is_one_error_line(monkeypatch, capsys, tiny_dirs, tmp_path,
+                                                                         var, engine):
+    """`accelerate launch --config_file configs/accelerate/fsdp.yaml` sets ACCELERATE_USE_FSDP=true (DeepSpeed:
+    ACCELERATE_USE_DEEPSPEED); the run must not fall back to unsharded DDP silently."""
+    from cli_kit import TINY, assert_one_line_error, bench_main
+
+    for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(v, raising=False)
+    dist.check_engine()  # nothing asked: nothing to say
+    monkeypatch.setenv(var, "true")
+    code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "sft", *TINY, "--runs", str(tmp_path / "r"))
+    assert_one_line_error(code, err, engine, "does not engage", "cpu_ddp.yaml")
+    assert not (tmp_path / "r").exists()

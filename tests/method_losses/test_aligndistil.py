@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from bench.errors import BenchError
 from bench.method import LossBatch, SignalSpec
 from bench.signals.contrast import contrast_rows
-from distill_kit import D, packed, teacher_logits
+from distill_kit import packed, teacher_logits
 from methods.aligndistil import AlignDistil, aligndistil_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,6 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from bench.head import HeadRows
 from bench.method import LossBatch
 from bench.registry import get_method, method_names
+from bench.signals.contrast import contrast_rows
+from bench.signals.xtok import project_example
 from bench.signals.compute import topk_signal, value_signal
 from bench.tensors import Packed, full_kl
 from bench.train.trainer import values_index
@@ -59,6 +61,17 @@ class Inputs:
                 sig = topk_signal(z, K)
             elif spec.kind == "logps":
                 sig = {"logps": torch.log_softmax(z, -1).gather(-1, s["labels"][:, None]).squeeze(-1).float()}
+            elif spec.kind == "contrast":
+                sig = contrast_rows(z, torch.randn(n, V, generator=g, dtype=D64) * 2, K, 10.0, 1.0)
+            elif spec.kind == "xtok":  # a teacher with 3 more ids (unmapped), spans of two student tokens
+                parts = []
+                for T in s["lengths"]:
+                    t = torch.log_softmax(torch.randn(T, V + 3, generator=g, dtype=D64) * 2, -1)
+                    top = t.topk(K, -1)
+                    groups = [((i, min(i + 2, T)), (i // 2, i // 2 + 1)) for i in range(0, T, 2)]
+                    to_student = torch.cat([torch.arange(V), torch.full((3,), -1)])
+                    parts.append(project_example(groups, T, top.indices, top.values, t[:, 1], to_student, 0.6))
+                sig = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
             else:
                 states = torch.randn(n + B, V, generator=g, dtype=D64) * 2
                 vseg, vpos = values_index(s["lengths"])

@@ -31,9 +31,10 @@ SIGNAL_KINDS = ("topk", "values", "logps", "xtok", "contrast")
 
 
 def setting(default, source: str, help: str = "", choices: tuple | None = None, min: float | None = None,
-            max: float | None = None):
-    """A typed method setting with the source of its default (paper, code, or our choice)."""
-    meta = {"source": source, "help": help, "choices": choices, "min": min, "max": max}
+            max: float | None = None, above: float | None = None):
+    """A typed method setting with the source of its default (paper, code, or our choice); `min`/`max` are
+    inclusive bounds, `above` an exclusive lower bound (a temperature must be > 0)."""
+    meta = {"source": source, "help": help, "choices": choices, "min": min, "max": max, "above": above}
     return field(default=default, metadata=meta)
 
 
@@ -79,6 +80,8 @@ class MethodConfig:
                 raise BenchError(f"{f.name}={v!r} is invalid; choose one of {', '.join(map(str, meta['choices']))}")
             if meta.get("min") is not None and v < meta["min"]:
                 raise BenchError(f"{f.name}={v} is invalid; it must be >= {meta['min']}")
+            if meta.get("above") is not None and not v > meta["above"]:
+                raise BenchError(f"{f.name}={v} is invalid; it must be > {meta['above']}")
             if meta.get("max") is not None and v > meta["max"]:
                 raise BenchError(f"{f.name}={v} is invalid; it must be <= {meta['max']}")
 
@@ -199,7 +202,7 @@ def describe(method: Method) -> dict[str, Any]:
             "name": f.name, "type": f.type if isinstance(f.type, str) else f.type.__name__,
             "default": getattr(cfg, f.name), "source": meta.get("source", ""), "help": meta.get("help", ""),
             **({"choices": list(meta["choices"])} if meta.get("choices") else {}),
-            **({k: meta[k] for k in ("min", "max") if meta.get(k) is not None}),
+            **({k: meta[k] for k in ("min", "max", "above") if meta.get(k) is not None}),
         })
     module = inspect.getmodule(type(method))
     return {

@@ -44,6 +44,8 @@ def _range(s: dict) -> str:
     if s.get("choices"):
         return " | ".join(_value(c) for c in s["choices"])
     lo, hi = s.get("min"), s.get("max")
+    if s.get("above") is not None:
+        return f"{s['type']} > {_value(s['above'])}"
     if lo is not None and hi is not None:
         return f"{s['type']} in [{_value(lo)}, {_value(hi)}]"
     if lo is not None or hi is not None:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import BenchError
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, sample_side, setting
 from bench.tensors import Packed, seg_sum, student_bins
 
@@ -63,7 +62,8 @@ class AlignDistilConfig(MethodConfig):
                           min=0.0)
     beta2: float = setting(10.0, "authors' off-policy script (L23; on-policy: 15)", "β₂ scaling the teachers' L1 "
                            "distance in a_t", min=0.0)
-    temperature: float = setting(1.0, "authors' code (--kd_temperature default 1.0)", "temperature of the target p*")
+    temperature: float = setting(1.0, "authors' code (--kd_temperature default 1.0)", "temperature of the target p*",
+                                 above=0.0)
     responses: str = setting("chosen", "authors' off-policy code (chosen only)", "the responses distilled on: the "
                              "pairs' chosen side, or one sample per prompt of the SFT student",
                              choices=("chosen", "student_samples"))
@@ -71,11 +71,6 @@ class AlignDistilConfig(MethodConfig):
                                "predicts the first response token")
     reverse_teacher: str = setting("rdpo_teacher", "paper (a DPO model trained on swapped pairs)",
                                    "pipeline role of the reverse DPO model", choices=("rdpo_teacher",))
-
-    def validate(self) -> None:
-        if not self.temperature > 0:
-            raise BenchError(f"temperature={self.temperature!r} is invalid; the target's temperature must be > 0")
-        super().validate()
 
 
 class AlignDistil(Method):

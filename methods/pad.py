@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import BenchError
 from bench.method import LossBatch, Method, MethodConfig, SignalSpec, sample_side, setting
 from bench.tensors import seg_mean
 
@@ -71,21 +70,12 @@ class PADConfig(MethodConfig):
     samples: int = setting(4, "authors' code (pipeline_n4_gemma.sh, K = 4)", "K responses per prompt (2..7)",
                            min=2, max=MAX_K)
     temperature: float = setting(1.0, "authors' code (sampling.sh, temperature 1.0)",
-                                 "temperature of the student's samples (> 0)")
+                                 "temperature of the student's samples", above=0.0)
     beta: float = setting(10.0, "authors' config (gemma-2-2b-it-pd.yaml L18)", "β scaling both rewards", min=0.0)
     divergence: str = setting("jsd", "paper (JSD); authors_code = simpo_trainer.py L876-891",
                               "JSD of the paper or the authors' code form", choices=("jsd", "authors_code"))
     teacher: str = setting("dpo_teacher", "paper (the aligned teacher); option π_ref", "teacher whose log-likelihood "
                            "ranks the samples", choices=("dpo_teacher", "ref_teacher"))
-
-    def validate(self) -> None:
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
-            raise BenchError(f"samples={self.samples!r} is invalid; PAD ranks K >= 2 responses per prompt "
-                             "(--set samples=4)")
-        if not self.temperature > 0:
-            raise BenchError(f"temperature={self.temperature!r} is invalid; PAD samples at a temperature > 0 "
-                             "(--set temperature=1.0)")
-        super().validate()
 
 
 class PAD(Method):

@@ -75,6 +75,11 @@ class Encoder:
             ids = ids[: self.max_response_len]
         return ids
 
+    def text_response_ids(self, text: str) -> list[int]:
+        """A response that comes as text from a model (a sample, another tokenizer's generation): its ids, or the
+        EOS alone when the model said nothing."""
+        return self.response_ids(text) if text.strip() else [self.tokenizer.eos_token_id]
+
     def cap_response(self, ids: list[int]) -> list[int]:
         """Generated ids (already token ids): cap to the response budget, keep at least one token."""
         ids = list(ids)[: self.max_response_len]

@@ -140,12 +140,10 @@ class Pipeline(SignalStages):
             if self.enc_for(role) is enc:
                 resp = [enc.cap_response(g) for g in self.generations(role, split)]
             else:
-                eos = [enc.tokenizer.eos_token_id]
-                resp = [enc.response_ids(t) if t.strip() else eos for t in self.generation_texts(role, split)]
+                resp = [enc.text_response_ids(t) for t in self.generation_texts(role, split)]
             pairs = [(enc.prompt_ids(r["prompt"], r["id"]), g) for r, g in zip(rows, resp)]
         elif side.startswith("sample:"):  # sampled responses, kept as text
-            eos = [enc.tokenizer.eos_token_id]
-            pairs = [(enc.prompt_ids(r["prompt"], r["id"]), enc.response_ids(t) if t.strip() else eos)
+            pairs = [(enc.prompt_ids(r["prompt"], r["id"]), enc.text_response_ids(t))
                      for r, t in zip(rows, self.side_texts(split, side, alias))]
         else:
             field = "response" if split == "sft" else side

@@ -134,3 +134,9 @@ def test_system_prompt_setting_adds_a_system_turn_only_where_a_prompt_has_none(t
 def test_system_prompt_must_be_text(tok):
     with pytest.raises(BenchError, match="system_prompt=42 must be text"):
         Encoder(tok, max_prompt_len=64, max_response_len=8, system_prompt=42)
+
+
+def test_a_text_response_is_encoded_or_is_the_eos_alone(tok):
+    enc = Encoder(tok, max_prompt_len=64, max_response_len=8)
+    assert enc.text_response_ids("42") == enc.response_ids("42")
+    assert enc.text_response_ids("   ") == [tok.eos_token_id]

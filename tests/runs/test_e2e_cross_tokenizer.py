@@ -64,9 +64,8 @@ def test_teacher_stages_read_the_teachers_own_tokenization(runs, tiny_dirs):
     # SeqKD's side: the teacher's greedy text, re-tokenized by the student's tokenizer
     texts = pipe.generation_texts("dpo_teacher", "pref_train")
     gen = pipe.side_pairs("pref_train", "gen:dpo_teacher", {})
-    eos = pipe.tok.eos_token_id
     for text, (_, resp) in zip(texts, gen):
-        assert resp == (pipe.enc.response_ids(text) if text.strip() else [eos])
+        assert resp == (pipe.enc.response_ids(text) if text.strip() else [pipe.tok.eos_token_id])
 
 
 def test_projected_signals_are_the_teachers_own_forward_at_span_starts(runs, tiny_dirs):

@@ -38,6 +38,21 @@ def setting(default, source: str, help: str = "", choices: tuple | None = None, 
     return field(default=default, metadata=meta)
 
 
+def token_mean(x: torch.Tensor, side: str, batch: "LossBatch | None" = None) -> torch.Tensor:
+    """The mean of per-token values `x` of `side`: over the global step's tokens of that side under the trainer
+    (LossBatch.token_mean), over x alone without a batch (a loss helper called on its own)."""
+    return x.sum() / max(x.numel(), 1) if batch is None else batch.token_mean(x, side)
+
+
+def global_mean(x: torch.Tensor, count=None, batch: "LossBatch | None" = None) -> torch.Tensor:
+    """LossBatch.mean for helpers that may be called without a batch (then: Σ x / count, no scaling)."""
+    if batch is not None:
+        return batch.mean(x, count)
+    if count is None:
+        return x.sum() / max(x.numel(), 1)
+    return x.sum() / (count.to(x.dtype).clamp(min=1.0) if torch.is_tensor(count) else max(float(count), 1.0))
+
+
 def sample_side(role: str, k: int, temperature: float, j: int) -> str:
     """The side name of the j-th of k samples per prompt from `role` at `temperature` (PAD's responses)."""
     return f"sample:{role}:{k}:{temperature}:{j}"
@@ -90,6 +105,26 @@ class MethodConfig:
 
 
 @dataclass
+class StepNorm:
+    """What makes a loss's means global: one mean over the items of the whole optimizer step (every process, every
+    gradient-accumulation micro-batch), whatever the number of processes. Set by the trainer on every LossBatch.
+
+    DDP averages the processes' gradients and accelerate divides each micro-batch's loss by the accumulation count,
+    so a local term Σ_local / N_global · `scale` (`scale` = processes × micro-batches) adds up to Σ_global / N_global.
+    """
+
+    scale: float  # processes × micro-batches of the step
+    counts: dict[str, float]  # "tokens:<side>" (response tokens of that side), "examples": over the global step
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # Method.step_stats, concatenated over the step
+
+    def count(self, key: str) -> float:
+        try:
+            return self.counts[key]
+        except KeyError:
+            raise KeyError(f"no global count '{key}'; known: {', '.join(sorted(self.counts))}") from None
+
+
+@dataclass
 class LossBatch:
     """Everything a loss may read. `policy[side]` carries gradients; the rest are constants.
 
@@ -100,11 +135,39 @@ class LossBatch:
               (0..T; vpos == T is the state after the last response token)
       xtok:   the teacher's rows on its own tokenization, projected onto these rows (bench.signals.xtok)
     ref[side]: online frozen-student-reference Packed (only when the method asks for reference="online").
+    norm: the step's global counts (trainer); None when a loss is called on one batch alone (tests, references).
+
+    Reductions: a mean over the batch's *examples* may be `x.mean()` (every process holds the same number of
+    examples); a mean over tokens, or over any subset whose size varies, goes through `token_mean` or `mean`, so
+    that it is one mean over the global step's items (tests/train/test_global_means.py runs every method).
     """
 
     policy: dict[str, Packed]
     signals: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     ref: dict[str, Packed] = field(default_factory=dict)
+    norm: StepNorm | None = None
+
+    def mean(self, x: torch.Tensor, count=None) -> torch.Tensor:
+        """Σ x / `count`, where x holds this batch's share of the items and `count` is their number over the global
+        step (a number, or a tensor derived from `stat`); under the trainer the result is scaled so that the
+        processes' and micro-batches' terms add up to the one global mean. `count=None`: the mean of x alone, right
+        for per-example values (every process and micro-batch holds the same number of examples). An empty x gives
+        0, not NaN."""
+        if count is None or self.norm is None:
+            return global_mean(x, count)
+        n = count.to(x.dtype).clamp(min=1.0) if torch.is_tensor(count) else max(float(count), 1.0)
+        return x.sum() * (self.norm.scale / n)
+
+    def token_mean(self, x: torch.Tensor, side: str) -> torch.Tensor:
+        """The mean of per-token values `x` [N] of `side` over every token of that side in the global step."""
+        return self.mean(x, None if self.norm is None else self.norm.count(f"tokens:{side}"))
+
+    def stat(self, name: str, local: torch.Tensor) -> torch.Tensor:
+        """The method's step statistic `name` (Method.step_stats) over the global step; `local` (this batch's own
+        value, computed the same way) when the loss runs on one batch alone."""
+        if self.norm is None:
+            return local
+        return self.norm.stats[name].to(local.device)
 
     def signal(self, model: str, kind: str, side: str, args: tuple = ()) -> dict[str, torch.Tensor]:
         return self.signals[SignalSpec(model, side, kind, args).name]
@@ -150,6 +213,13 @@ class Method:
             elif side.startswith("sample:"):
                 models.add(side.split(":")[1])
         return models
+
+    def step_stats(self, cfg, batch: "LossBatch", lengths: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """1-D tensors the loss needs over the whole optimizer step, computed from one micro-batch before any
+        forward: `batch` holds its signals (no policy rows), `lengths[side]` its response lengths [B]. The trainer
+        concatenates them over micro-batches and processes into LossBatch.stat: for batch-level statistics (ATKD's
+        median) and the sizes of data-dependent subsets (GOLD's span starts). Default: none."""
+        return {}
 
     # ---- the loss ----
     def loss(self, batch: LossBatch, cfg) -> tuple[torch.Tensor, dict[str, float]]:  # pragma: no cover

@@ -46,8 +46,9 @@ from dataclasses import dataclass
 import torch
 
 from bench.errors import BenchError
-from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting, token_mean
 from bench.tensors import Packed, logps_at, work_dtype
+from methods.sft import sft_loss
 
 CLAMP_LO, CLAMP_HI = 1e-8, 1.0 - 1e-8
 VARIANTS = ("adpa", "no_ref", "q_argmax", "q_softmax")
@@ -116,15 +117,14 @@ def q_softmax_kl(logits, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     return (logp.exp() * (logp - student_logps_at(logits, ids).to(dt))).sum(-1)
 
 
-def sft_nll(packed: Packed) -> torch.Tensor:
-    return -packed.token_logps().mean()
 
 
 def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
               ref_topk: dict[str, torch.Tensor] | None = None, gamma: float = DEFAULT_GAMMA, variant: str = "adpa",
-              fill: str = "ref_min", clamp: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The ADPA loss (or one of its variants); `states` is the Packed of the rollout side (may be `chosen`).
-    Returns (loss, parts)."""
+              fill: str = "ref_min", clamp: bool = False, batch: LossBatch | None = None, state_side: str = "chosen"
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The ADPA loss (or one of its variants); `states` is the Packed of the rollout side `state_side` (may be
+    `chosen`); token means over the global step under the trainer's `batch`. Returns (loss, parts)."""
     ids, dpo_logps = dpo_topk["topk_ids"], dpo_topk["topk_logps"].to(_work_dtype(states))
     if variant == "no_ref":
         adv = advantages(ids, dpo_logps)
@@ -132,18 +132,18 @@ def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
         if ref_topk is None:
             raise ValueError(f"variant {variant!r} needs the reference teacher's top-k")
         adv = advantages(ids, dpo_logps, ref_topk["topk_ids"], ref_topk["topk_logps"], fill, clamp)
-    nll = sft_nll(chosen)
+    nll = sft_loss(chosen, batch)
     parts = {"nll": nll, "adv_mean": adv.detach().mean()}
     if variant in ("adpa", "no_ref"):
-        term = expected_advantage(states, ids, adv).mean()
+        term = token_mean(expected_advantage(states, ids, adv), state_side, batch)
         parts["expected_adv"] = term
         loss = nll - gamma * term
     elif variant == "q_argmax":
-        term = q_argmax_ce(states, ids, adv).mean()
+        term = token_mean(q_argmax_ce(states, ids, adv), state_side, batch)
         parts["q_ce"] = term
         loss = nll + gamma * term
     elif variant == "q_softmax":
-        term = q_softmax_kl(states, ids, adv).mean()
+        term = token_mean(q_softmax_kl(states, ids, adv), state_side, batch)
         parts["q_kl"] = term
         loss = nll + gamma * term
     else:
@@ -207,5 +207,5 @@ class ADPA(Method):
         state = self.state_side(cfg)
         ref = None if cfg.variant == "no_ref" else batch.signal("ref_teacher", "topk", state)
         loss, parts = adpa_loss(batch.policy["chosen"], batch.policy[state], batch.signal("dpo_teacher", "topk", state),
-                                ref, cfg.gamma, cfg.variant, cfg.fill, cfg.clamp)
+                                ref, cfg.gamma, cfg.variant, cfg.fill, cfg.clamp, batch, state)
         return loss, {k: v.item() for k, v in parts.items()}

@@ -14,7 +14,9 @@ with g = y_t the gold token. Teacher uncertainty u_t = 1 − p_T(y_t). Tokens wi
 Verified against the authors' released code (not the paper PDF, which was not reachable): uncertainty = teacher
 non-gold mass `pnt_tea`; split `easy = u < median(u)` over the batch's response tokens (torch lower median);
 easy_loss = NCKD, hard_loss = TCKD + NCKD, `alpha*easy + (1-alpha)*hard` with alpha = 0.2 (its default); each part
-a token mean over its own subset; `use_pnt=False` (no (1−p_T(g)) weight).
+a token mean over its own subset; `use_pnt=False` (no (1−p_T(g)) weight). Here "the batch" is the optimizer step's
+global batch (every process and accumulation micro-batch: the median and both subset sizes come from `step_stats`),
+so the split does not change with the number of processes; the authors' code splits each device's batch.
 Differences: (1) the authors' ATKD loss has no SFT term — we add SFT(y_w) like the other KD baselines (`sft_weight=1`);
 `sft_weight=0` reproduces the code. (2) The authors use full teacher logits; here the teacher is the cached
 top-k signal plus its exact gold-token log-prob (a `logps` signal), so TCKD is exact and NCKD is computed over
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, global_mean, setting
 from bench.tensors import Packed, rowwise, work_dtype
 from methods.sft import sft_loss
 
@@ -87,12 +89,18 @@ def atkd_split(u: torch.Tensor) -> torch.Tensor:
     return u < u.median()
 
 
-def atkd_kd_loss(tckd: torch.Tensor, nckd: torch.Tensor, easy: torch.Tensor, lam: float) -> torch.Tensor:
-    """λ·mean_easy(NCKD) + (1−λ)·mean_hard(TCKD + NCKD); an empty subset contributes 0."""
+def teacher_uncertainty(gold_logp_t: torch.Tensor) -> torch.Tensor:
+    """u = 1 − p_T(gold) per row, in float64 (the split and its global counts compare the same numbers)."""
+    return 1.0 - gold_logp_t.double().exp().clamp(0.0, 1.0)
+
+
+def atkd_kd_loss(tckd: torch.Tensor, nckd: torch.Tensor, easy: torch.Tensor, lam: float,
+                 batch: LossBatch | None = None, n_easy=None, n_hard=None) -> torch.Tensor:
+    """λ·mean_easy(NCKD) + (1−λ)·mean_hard(TCKD + NCKD); an empty subset contributes 0. Under the trainer the
+    subsets are the global step's (`n_easy`, `n_hard`: their sizes there)."""
     hard = ~easy
-    zero = nckd.new_zeros(())
-    l_easy = nckd[easy].mean() if easy.any() else zero
-    l_hard = (tckd + nckd)[hard].mean() if hard.any() else zero
+    l_easy = global_mean(nckd[easy], n_easy, batch)
+    l_hard = global_mean((tckd + nckd)[hard], n_hard, batch)
     return lam * l_easy + (1.0 - lam) * l_hard
 
 
@@ -119,13 +127,20 @@ class ATKD(Method):
     def signals(self, cfg):
         return [SignalSpec(cfg.teacher, "chosen", "topk"), SignalSpec(cfg.teacher, "chosen", "logps")]
 
+    def step_stats(self, cfg, batch: LossBatch, lengths):
+        return {"u": teacher_uncertainty(batch.signal(cfg.teacher, "logps", "chosen")["logps"])}
+
     def loss(self, batch: LossBatch, cfg):
         p: Packed = batch.policy["chosen"]
         topk = batch.signal(cfg.teacher, "topk", "chosen")
         gold = batch.signal(cfg.teacher, "logps", "chosen")["logps"]
-        tckd, nckd, u = atkd_token_parts(p, p.labels, topk["topk_ids"], topk["topk_logps"], topk["tail"], gold)
-        easy = atkd_split(u)
-        kd = atkd_kd_loss(tckd, nckd, easy, cfg.lam)
-        sft = sft_loss(p)
+        tckd, nckd, _ = atkd_token_parts(p, p.labels, topk["topk_ids"], topk["topk_logps"], topk["tail"], gold)
+        u = teacher_uncertainty(gold)
+        u_all = batch.stat("u", u)  # the median splits the global step's tokens, not one process's
+        median = u_all.median()
+        easy = u < median
+        n_easy = int((u_all < median).sum())
+        kd = atkd_kd_loss(tckd, nckd, easy, cfg.lam, batch, n_easy, u_all.numel() - n_easy)
+        sft = sft_loss(p, batch)
         return sft * cfg.sft_weight + kd, {"nll": sft.item(), "kd": kd.item(), "tckd": tckd.mean().item(),
                                            "nckd": nckd.mean().item(), "easy_frac": easy.float().mean().item()}

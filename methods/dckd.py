@@ -25,35 +25,37 @@ from dataclasses import dataclass
 import torch
 
 from bench.errors import BenchError
-from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting, token_mean
 from bench.tensors import Packed, sparse_kl
 
 AUTHORS_KL_WEIGHT = 0.1
 DEFAULT_ALPHA = 0.2
 
 
-def sft_nll(packed: Packed) -> torch.Tensor:
-    """−mean_t log π_θ(y_t|s_t) over the packed rows (token mean)."""
-    return -packed.token_logps().mean()
+def sft_nll(packed: Packed, batch: LossBatch | None = None, side: str = "chosen") -> torch.Tensor:
+    """−mean_t log π_θ(y_t|s_t) over the packed rows (token mean; global under the trainer's `batch`)."""
+    return token_mean(-packed.token_logps(), side, batch)
 
 
-def sparse_kl_mean(packed: Packed, topk: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Token mean of the forward k+1-bin KL(π_T || π_θ) over the packed rows."""
-    return sparse_kl(packed, topk["topk_ids"], topk["topk_logps"], topk["tail"]).mean()
+def sparse_kl_mean(packed: Packed, topk: dict[str, torch.Tensor], batch: LossBatch | None = None,
+                   side: str = "chosen") -> torch.Tensor:
+    """Token mean of the forward k+1-bin KL(π_T || π_θ) over the packed rows (global under `batch`)."""
+    return token_mean(sparse_kl(packed, topk["topk_ids"], topk["topk_logps"], topk["tail"]), side, batch)
 
 
 def dckd_loss(chosen: Packed, topk_w: dict[str, torch.Tensor], rejected: Packed | None = None,
               topk_l: dict[str, torch.Tensor] | None = None, w_chosen: float = DEFAULT_ALPHA,
-              w_rejected: float = DEFAULT_ALPHA) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              w_rejected: float = DEFAULT_ALPHA, batch: LossBatch | None = None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """SFT(y_w) + w_chosen·sparseKL_w (+ w_rejected·sparseKL_l when `rejected` is given). Returns (loss, parts)."""
-    kl_w = sparse_kl_mean(chosen, topk_w)  # first: on the chunked head its pass also yields the token log-probs
-    nll = sft_nll(chosen)
+    kl_w = sparse_kl_mean(chosen, topk_w, batch)  # first: on the chunked head its pass also yields the token log-probs
+    nll = sft_nll(chosen, batch)
     loss = nll + w_chosen * kl_w
     parts = {"nll": nll, "kl_chosen": kl_w}
     if rejected is not None:
         if topk_l is None:
             raise ValueError("dckd_loss: a rejected side needs its teacher top-k signal")
-        kl_l = sparse_kl_mean(rejected, topk_l)
+        kl_l = sparse_kl_mean(rejected, topk_l, batch, "rejected")
         loss = loss + w_rejected * kl_l
         parts["kl_rejected"] = kl_l
     return loss, parts
@@ -104,5 +106,5 @@ class DCKD(Method):
         rejected = batch.policy["rejected"] if cfg.use_rejected else None
         topk_l = batch.signal(cfg.teacher, "topk", "rejected") if cfg.use_rejected else None
         loss, parts = dckd_loss(batch.policy["chosen"], batch.signal(cfg.teacher, "topk", "chosen"),
-                                rejected, topk_l, w, w)
+                                rejected, topk_l, w, w, batch)
         return loss, {k: v.item() for k, v in parts.items()}

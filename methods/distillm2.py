@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting, token_mean
 from bench.tensors import Packed, kplus1_bins, seg_mean, skew_kl_bins
 
 STUDENT_ROLLOUTS = "gen:sft_student"
@@ -48,24 +48,29 @@ def skew_token_divergence(packed: Packed, topk: dict[str, torch.Tensor], alpha: 
     return skew_kl_bins(logq, logp, p, alpha, reverse=reverse, detach_mix=detach_mix)
 
 
-def reduce(tok: torch.Tensor, packed: Packed, reduction: str) -> torch.Tensor:
-    """'sequence': mean over sequences of the per-sequence token mean (authors' code); 'token': token mean."""
+def reduce(tok: torch.Tensor, packed: Packed, reduction: str, batch: LossBatch | None = None,
+           side: str = "chosen") -> torch.Tensor:
+    """'sequence': mean over sequences of the per-sequence token mean (authors' code); 'token': token mean (over the
+    global step's tokens of `side` under the trainer's `batch`)."""
     if reduction == "sequence":
         return seg_mean(tok, packed.seg, packed.n_seq).mean()
     if reduction == "token":
-        return tok.mean()
+        return token_mean(tok, side, batch)
     raise ValueError(f"unknown reduction {reduction!r}")
 
 
 def distillm2_loss(teacher_side: Packed, topk_t: dict[str, torch.Tensor], student_side: Packed,
                    topk_s: dict[str, torch.Tensor], alpha: float = 0.1, srkl_mix: str = "full",
-                   reduction: str = "sequence") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SKL_α on the teacher responses + SRKL_α on the student responses. Returns (loss, parts)."""
+                   reduction: str = "sequence", batch: LossBatch | None = None, sides: tuple[str, str] = ("", "")
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SKL_α on the teacher responses + SRKL_α on the student responses (`sides`: their names, for the trainer's
+    global token means). Returns (loss, parts)."""
     if srkl_mix not in ("full", "detached"):
         raise ValueError(f"unknown srkl_mix {srkl_mix!r}")
-    skl = reduce(skew_token_divergence(teacher_side, topk_t, alpha, reverse=False), teacher_side, reduction)
+    skl = reduce(skew_token_divergence(teacher_side, topk_t, alpha, reverse=False), teacher_side, reduction, batch,
+                 sides[0])
     srkl = reduce(skew_token_divergence(student_side, topk_s, alpha, reverse=True, detach_mix=srkl_mix == "detached"),
-                  student_side, reduction)
+                  student_side, reduction, batch, sides[1])
     return skl + srkl, {"skl_teacher": skl, "srkl_student": srkl}
 
 
@@ -103,5 +108,5 @@ class DistiLLM2(Method):
         t_side, s_side = self.sides(cfg)
         loss, parts = distillm2_loss(batch.policy[t_side], batch.signal(cfg.teacher, "topk", t_side),
                                      batch.policy[s_side], batch.signal(cfg.teacher, "topk", s_side),
-                                     cfg.alpha, cfg.srkl_mix, cfg.reduction)
+                                     cfg.alpha, cfg.srkl_mix, cfg.reduction, batch, (t_side, s_side))
         return loss, {k: v.item() for k, v in parts.items()}

@@ -78,7 +78,8 @@ class DPKD(Method):
         w, l = _pair_sides(cfg)
         rkl = None
         if cfg.alpha > 0:  # first: on the chunked head its pass also yields y_w's token log-probs
-            rkl = token_sparse_kl(batch.policy[w], batch.signal(cfg.teacher, "topk", w), reverse=True).mean()
+            rkl = batch.token_mean(token_sparse_kl(batch.policy[w], batch.signal(cfg.teacher, "topk", w),
+                                                   reverse=True), w)
         seqs = {}
         for side in (w, l):
             seqs[side] = (batch.policy[side].sequence_logps(), frozen_sequence_logps(batch, cfg.teacher, side))
@@ -89,7 +90,7 @@ class DPKD(Method):
             total = total + cfg.alpha * rkl
             metrics["reverse_kl"] = rkl.item()
         if cfg.sft_weight > 0:
-            sft = sft_loss(batch.policy[w])
+            sft = sft_loss(batch.policy[w], batch, w)
             total = total + cfg.sft_weight * sft
             metrics["nll"] = sft.item()
         margin = ((pi_w - pi_l) - (t_w - t_l)).detach()

@@ -19,7 +19,8 @@ every prompt of a batch. `mix` says how each batch is combined:
     each a token mean over its own side. This is the expectation of TRL's per-step coin flip
     (`random.random() <= lmbda` → whole batch on-policy), deterministically, using every computed row.
   * "split": of the batch's B prompts, the last n = floor(λ·B + 0.5) use their rollout and the first B−n their
-    dataset response; one token mean over the selected rows (the other rows get zero weight).
+    dataset response; one token mean over the selected rows (the other rows get zero weight). B is each process's
+    micro-batch: unlike the default, "split" changes with the number of processes and accumulation micro-batches.
 With λ = 0 only "chosen" is declared, with λ = 1 only the rollouts.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting, token_mean
 from bench.tensors import Packed, sparse_kl, student_bins, work_dtype
 
 ROLLOUTS = "gen:sft_student"
@@ -69,14 +70,17 @@ def gkd_token_loss(logits, topk_ids: torch.Tensor, topk_logps: torch.Tensor, tai
 
 
 def gkd_mix(data_tok: torch.Tensor | None, data_seg: torch.Tensor | None, gen_tok: torch.Tensor | None,
-            gen_seg: torch.Tensor | None, n_seq: int, lmbda: float, mix: str) -> torch.Tensor:
-    """Combine per-token losses of the dataset side and the rollout side of one batch (see module docstring)."""
+            gen_seg: torch.Tensor | None, n_seq: int, lmbda: float, mix: str, batch: LossBatch | None = None
+            ) -> torch.Tensor:
+    """Combine per-token losses of the dataset side and the rollout side of one batch (see module docstring); the
+    token means are over the global step's tokens under the trainer's `batch` ("split" selects within each
+    process's micro-batch)."""
     if data_tok is None:
-        return gen_tok.mean()
+        return token_mean(gen_tok, ROLLOUTS, batch)
     if gen_tok is None:
-        return data_tok.mean()
+        return token_mean(data_tok, "chosen", batch)
     if mix == "weighted":
-        return (1.0 - lmbda) * data_tok.mean() + lmbda * gen_tok.mean()
+        return (1.0 - lmbda) * token_mean(data_tok, "chosen", batch) + lmbda * token_mean(gen_tok, ROLLOUTS, batch)
     if mix == "split":
         n_gen = int(math.floor(lmbda * n_seq + 0.5))
         cut = n_seq - n_gen  # sequences b >= cut use the rollout
@@ -130,5 +134,5 @@ class GKD(Method):
         d = per_side.get("chosen", (None, None, None))
         g = per_side.get(ROLLOUTS, (None, None, None))
         n_seq = d[2] if d[2] is not None else g[2]
-        loss = gkd_mix(d[0], d[1], g[0], g[1], n_seq, cfg.lmbda, cfg.mix)
+        loss = gkd_mix(d[0], d[1], g[0], g[1], n_seq, cfg.lmbda, cfg.mix, batch)
         return loss, metrics

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, global_mean, setting
 from bench.tensors import Packed, rowwise
 from methods.sft import sft_loss
 from methods.uld import TEACHERS
@@ -75,8 +75,9 @@ def group_later(token_logps: torch.Tensor, group: torch.Tensor, first: torch.Ten
     return torch.where(first & in_group, total[inv] - own, torch.zeros_like(token_logps))
 
 
-def gold_terms(packed: Packed, xtok: dict, beta: float, matched_weight: float | None):
-    """(mean hybrid distance over the spans, its matched part, its unmatched part)."""
+def gold_terms(packed: Packed, xtok: dict, beta: float, matched_weight: float | None, batch: LossBatch | None = None):
+    """(mean hybrid distance over the spans, its matched part, its unmatched part); under the trainer a mean over
+    the global step's spans."""
     first = xtok["first"].bool()
     sids = torch.where(first[:, None], xtok["topk_sids"].long(), torch.full_like(xtok["topk_sids"].long(), -1))
     lq_ids, q_top, q_rest = rowwise(packed, _hybrid_student_rows, sids)
@@ -96,8 +97,9 @@ def gold_terms(packed: Packed, xtok: dict, beta: float, matched_weight: float | 
     w_m = xtok["match_share"].to(dt) if matched_weight is None else torch.full_like(lt, matched_weight)
     per = w_m * jsd + (1.0 - w_m) * ul1
     w = first.to(dt)
-    n = w.sum().clamp(min=1.0)
-    return (per * w).sum() / n, (jsd * w).sum() / n, (ul1 * w).sum() / n
+    n = w.sum() if batch is None else batch.stat("spans", w.sum().reshape(1)).sum()
+    return global_mean(per * w, n, batch), (jsd * w).sum() / w.sum().clamp(min=1.0), \
+        (ul1 * w).sum() / w.sum().clamp(min=1.0)
 
 
 @dataclass
@@ -125,9 +127,12 @@ class GOLD(Method):
     def signals(self, cfg):
         return [SignalSpec(cfg.teacher, "chosen", "xtok")]
 
+    def step_stats(self, cfg, batch: LossBatch, lengths):
+        return {"spans": batch.signal(cfg.teacher, "xtok", "chosen")["first"].bool().sum().reshape(1).double()}
+
     def loss(self, batch: LossBatch, cfg):
         packed = batch.policy["chosen"]
         weight = None if cfg.matched_weight < 0 else cfg.matched_weight
-        dist, jsd, ul1 = gold_terms(packed, batch.signal(cfg.teacher, "xtok", "chosen"), cfg.beta, weight)
-        ce = sft_loss(packed)
+        dist, jsd, ul1 = gold_terms(packed, batch.signal(cfg.teacher, "xtok", "chosen"), cfg.beta, weight, batch)
+        ce = sft_loss(packed, batch)
         return cfg.ce_weight * ce + dist, {"nll": ce.item(), "jsd": jsd.item(), "ul1": ul1.item()}

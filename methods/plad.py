@@ -64,7 +64,7 @@ class PLaD(Method):
         pos, neg = _pair_sides(cfg)
         avg_pos, avg_neg = _avg(batch.policy[pos]), _avg(batch.policy[neg])
         cal = plad_calibration_loss(avg_pos, avg_neg, cfg.delta).mean()
-        sft = sft_loss(batch.policy[pos])
+        sft = sft_loss(batch.policy[pos], batch, pos)
         margin = (avg_pos - avg_neg).detach()
         return cfg.sft_weight * sft + cal, {"nll": sft.item(), "calibration": cal.item(),
                                             "margin": margin.mean().item(),

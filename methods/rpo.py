@@ -13,14 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.method import LossBatch, Method, MethodConfig, setting
+from bench.method import LossBatch, Method, MethodConfig, global_mean, setting
 from methods.dpo import REF_LOGPS, dpo_loss, sequence_logps
 
 
-def rpo_loss(pi_w, pi_l, ref_w, ref_l, len_w, beta: float, alpha: float, nll_mean: str = "response"):
+def rpo_loss(pi_w, pi_l, ref_w, ref_l, len_w, beta: float, alpha: float, nll_mean: str = "response",
+             batch: LossBatch | None = None):
     """RPO loss of a batch from sequence log-probs (sums over response tokens) and chosen lengths (tokens): the
-    mean DPO loss plus α times the chosen side's NLL, per response (`response`) or over the batch's tokens."""
-    nll = (-pi_w / len_w).mean() if nll_mean == "response" else -pi_w.sum() / len_w.sum()
+    mean DPO loss plus α times the chosen side's NLL, per response (`response`) or over the batch's tokens (over
+    the global step's under the trainer's `batch`)."""
+    if nll_mean == "response":
+        nll = (-pi_w / len_w).mean()
+    else:
+        alone = batch is None or batch.norm is None
+        nll = global_mean(-pi_w, len_w.sum() if alone else batch.norm.count("tokens:chosen"), batch)
     return dpo_loss(pi_w, pi_l, ref_w, ref_l, beta).mean() + alpha * nll
 
 
@@ -52,7 +58,7 @@ class RPO(Method):
         pi_w, ref_w = sequence_logps(batch, "chosen")
         pi_l, ref_l = sequence_logps(batch, "rejected")
         len_w = batch.policy["chosen"].lengths().to(pi_w.dtype)
-        loss = rpo_loss(pi_w, pi_l, ref_w, ref_l, len_w, cfg.beta, cfg.alpha, cfg.nll_mean)
+        loss = rpo_loss(pi_w, pi_l, ref_w, ref_l, len_w, cfg.beta, cfg.alpha, cfg.nll_mean, batch)
         margin = (pi_w - ref_w) - (pi_l - ref_l)
         return loss, {"reward_acc": (margin > 0).float().mean().item(), "margin": margin.mean().item(),
                       "nll": (-pi_w / len_w).mean().item()}

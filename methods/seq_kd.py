@@ -35,5 +35,5 @@ class SeqKD(Method):
         return []
 
     def loss(self, batch: LossBatch, cfg):
-        loss = sft_loss(batch.policy[f"gen:{cfg.teacher}"])
+        loss = sft_loss(batch.policy[f"gen:{cfg.teacher}"], batch, f"gen:{cfg.teacher}")
         return loss, {"nll": loss.item()}

@@ -5,13 +5,14 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.method import LossBatch, Method, MethodConfig
+from bench.method import LossBatch, Method, MethodConfig, token_mean
 from bench.tensors import Packed
 
 
-def sft_loss(packed: Packed) -> torch.Tensor:
-    """Token-mean negative log-likelihood of the response tokens."""
-    return -packed.token_logps().mean()
+def sft_loss(packed: Packed, batch: LossBatch | None = None, side: str = "chosen") -> torch.Tensor:
+    """Token-mean negative log-likelihood of the response tokens (over the global step's tokens of `side` when the
+    trainer's `batch` is given)."""
+    return token_mean(-packed.token_logps(), side, batch)
 
 
 @dataclass
@@ -31,5 +32,5 @@ class SFT(Method):
         return ("chosen",)
 
     def loss(self, batch: LossBatch, cfg):
-        loss = sft_loss(batch.policy["chosen"])
+        loss = sft_loss(batch.policy["chosen"], batch)
         return loss, {"nll": loss.item()}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, global_mean, setting
 from bench.tensors import Packed, rowwise
 from methods.sft import sft_loss
 
@@ -52,23 +52,28 @@ def sorted_l1(packed, t_logps: torch.Tensor) -> torch.Tensor:
     return rowwise(packed, _sorted_l1_rows, t_logps)[0]
 
 
-def uld_term(packed: Packed, xtok: dict, pairing: str) -> torch.Tensor:
-    """Mean ULD distance over the student rows that have a teacher partner (0 when none has)."""
-    if pairing == "position":
-        mask, t = xtok["pos_valid"].bool(), xtok["pos_logps"]
-    else:
-        mask, t = xtok["first"].bool(), xtok["topk_logps"]
+def paired_rows(xtok: dict, pairing: str) -> torch.Tensor:
+    """The student rows that have a teacher partner [N] bool."""
+    return (xtok["pos_valid"] if pairing == "position" else xtok["first"]).bool()
+
+
+def uld_term(packed: Packed, xtok: dict, pairing: str, batch: LossBatch | None = None) -> torch.Tensor:
+    """Mean ULD distance over the student rows that have a teacher partner (0 when none has); under the trainer
+    over the global step's paired rows."""
+    mask = paired_rows(xtok, pairing)
+    t = xtok["pos_logps"] if pairing == "position" else xtok["topk_logps"]
     t = t.to(torch.promote_types(t.dtype, torch.float32))
     t = torch.where(mask[:, None], t, torch.zeros_like(t))  # finite on unpaired rows
     d = sorted_l1(packed, t)
     w = mask.to(d.dtype)
-    return (d * w).sum() / w.sum().clamp(min=1.0)
+    n = w.sum() if batch is None else batch.stat("paired", w.sum().reshape(1)).sum()
+    return global_mean(d * w, n, batch)
 
 
-def uld_loss(packed: Packed, xtok: dict, lam: float, ce_weight: float, pairing: str):
+def uld_loss(packed: Packed, xtok: dict, lam: float, ce_weight: float, pairing: str, batch: LossBatch | None = None):
     """(total, ce, uld)."""
-    dist = uld_term(packed, xtok, pairing)
-    ce = sft_loss(packed)
+    dist = uld_term(packed, xtok, pairing, batch)
+    ce = sft_loss(packed, batch)
     return ce_weight * ce + lam * dist, ce, dist
 
 
@@ -99,7 +104,11 @@ class ULD(Method):
     def signals(self, cfg):
         return [SignalSpec(cfg.teacher, "chosen", "xtok")]
 
+    def step_stats(self, cfg, batch: LossBatch, lengths):
+        rows = paired_rows(batch.signal(cfg.teacher, "xtok", "chosen"), cfg.pairing)
+        return {"paired": rows.sum().reshape(1).double()}
+
     def loss(self, batch: LossBatch, cfg):
         total, ce, dist = uld_loss(batch.policy["chosen"], batch.signal(cfg.teacher, "xtok", "chosen"), cfg.lam,
-                                   cfg.ce_weight, cfg.pairing)
+                                   cfg.ce_weight, cfg.pairing, batch)
         return total, {"nll": ce.item(), "uld": dist.item()}

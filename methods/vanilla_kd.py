@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting
+from bench.method import LossBatch, Method, MethodConfig, SignalSpec, setting, token_mean
 from bench.tensors import Packed, sparse_kl
 from methods.sft import sft_loss
 
@@ -25,10 +25,11 @@ def token_sparse_kl(packed: Packed, topk: dict, reverse: bool = False) -> torch.
     return sparse_kl(packed, topk["topk_ids"], topk["topk_logps"], topk["tail"], reverse=reverse)
 
 
-def vanilla_kd_loss(packed: Packed, topk: dict, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, sft, kd) with kd the token-mean forward sparse KL."""
-    kd = token_sparse_kl(packed, topk).mean()  # first: on the chunked head its pass also yields the token log-probs
-    sft = sft_loss(packed)
+def vanilla_kd_loss(packed: Packed, topk: dict, alpha: float, batch: LossBatch | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, sft, kd) with kd the token-mean forward sparse KL (token means global under `batch`)."""
+    kd = token_mean(token_sparse_kl(packed, topk), "chosen", batch)  # first: its pass also yields the token log-probs
+    sft = sft_loss(packed, batch)
     return sft + alpha * kd, sft, kd
 
 
@@ -56,5 +57,5 @@ class VanillaKD(Method):
 
     def loss(self, batch: LossBatch, cfg):
         total, sft, kd = vanilla_kd_loss(batch.policy["chosen"], batch.signal(cfg.teacher, "topk", "chosen"),
-                                         cfg.alpha)
+                                         cfg.alpha, batch)
         return total, {"nll": sft.item(), "kl": kd.item()}

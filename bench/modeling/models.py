@@ -10,7 +10,9 @@ Every preset resolves to a local HF directory (safetensors + tokenizer) under th
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,13 @@ class ModelPreset:
 
 
 def load_presets() -> dict[str, ModelPreset]:
-    raw = yaml.safe_load((CONFIG_DIR / "models.yaml").read_text())
-    return {name: ModelPreset(name=name, **spec) for name, spec in raw.items()}
+    """The model presets of configs/models.yaml (parsed once per file content: a pipeline resolves ~25 names)."""
+    return copy.deepcopy(dict(_parse_presets((CONFIG_DIR / "models.yaml").read_text())))  # callers may edit them
+
+
+@lru_cache(maxsize=4)
+def _parse_presets(text: str) -> tuple[tuple[str, ModelPreset], ...]:
+    return tuple((name, ModelPreset(name=name, **spec)) for name, spec in yaml.safe_load(text).items())
 
 
 def default_teacher_for(student: str) -> str | None:

@@ -240,7 +240,8 @@ class Pipeline(SignalStages):
     def _dtype(self, role: str) -> str:
         return (self.teacher_preset if role in TEACHER_STAGES else self.student_preset).dtype
 
-    def _train_stage(self, role: str, out: Path) -> dict:
+    def stage_inputs(self, role: str):
+        """(method, its settings, training data, init role) of a trained stage (teachers, SFT student)."""
         sc = self.stage_cfg(role)
         method = get_method(sc.get("method", "sft"))
         mcfg = method.make_config(sc.get("settings", {}))
@@ -254,6 +255,11 @@ class Pipeline(SignalStages):
                                swap=role == "rdpo_teacher")
         if init == "ref_teacher":
             self.model_dir(init)
+        return method, mcfg, data, init
+
+    def _train_stage(self, role: str, out: Path) -> dict:
+        sc = self.stage_cfg(role)
+        method, mcfg, data, init = self.stage_inputs(role)
         t0 = time.perf_counter()  # this stage alone, not the stages it needed
         model = self.load(init)
         key = self.model_key(role)
@@ -322,7 +328,8 @@ class Pipeline(SignalStages):
         return TrainData(n=n, sides={s: p for s, p in sides.items() if s in keep}, signals=signals)
 
     # ------------------------------------------------------------------ student training
-    def train_student(self, work_dir: Path, resume: bool = False, tracking=None):
+    def student_inputs(self):
+        """(method, its settings, training data, init role) of the run's student, every model it needs built."""
         method = get_method(self.cfg.method)
         mcfg = method.make_config(self.cfg.method_settings)
         if getattr(mcfg, "tau", None) is not None and float(mcfg.tau) != self.tau:
@@ -333,7 +340,10 @@ class Pipeline(SignalStages):
         for role in sorted(method.required_models(mcfg)):  # build dependencies before loading anything
             role = alias.get(role, role)
             self.model_dir(role)
-        data = self.train_data(method, mcfg, "pref_train", alias)
+        return method, mcfg, self.train_data(method, mcfg, "pref_train", alias), init
+
+    def train_student(self, work_dir: Path, resume: bool = False, tracking=None):
+        method, mcfg, data, init = self.student_inputs()
         t0 = time.perf_counter()
         model = self.load(init)
         ref = self.load("sft_student") if method.reference(mcfg) == "online" else None

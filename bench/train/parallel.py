@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from bench import dist
+from bench.method import LossBatch, StepNorm
 
 
 class BodyRunner(torch.nn.Module):
@@ -61,6 +62,31 @@ class Parallel:
         t = torch.tensor([float(n_tokens), *local], dtype=torch.float64, device=self.accel.device)
         t = self.accel.reduce(t, "sum")
         return int(t[0].item()), {k: float(v) / self.n for k, v in zip(names, t[1:].tolist())}
+
+    def step_norm(self, method, mcfg, micro_batches: list) -> StepNorm:
+        """The global counts of one optimizer step (bench.method.StepNorm) from this process's micro-batches
+        [(side batches, signals)]: response tokens per side and examples, summed over processes; the method's
+        step statistics, concatenated (process 0's micro-batches first)."""
+        counts: dict[str, float] = {}
+        stats: dict[str, list[torch.Tensor]] = {}
+        for batches, signals in micro_batches:
+            for side, b in batches.items():
+                counts[f"tokens:{side}"] = counts.get(f"tokens:{side}", 0.0) + float(len(b.labels))
+            counts["examples"] = counts.get("examples", 0.0) + float(next(iter(batches.values())).n_seq)
+            lengths = {side: torch.bincount(b.row_b, minlength=b.n_seq) for side, b in batches.items()}
+            for name, t in method.step_stats(mcfg, LossBatch(policy={}, signals=signals), lengths).items():
+                stats.setdefault(name, []).append(t.detach().reshape(-1).cpu())
+        local = {name: torch.cat(ts) for name, ts in stats.items()}
+        scale = float(self.n * len(micro_batches))
+        if self.n == 1:
+            return StepNorm(scale, counts, local)
+        names = sorted(counts)
+        t = torch.tensor([counts[k] for k in names], dtype=torch.float64, device=self.accel.device)
+        counts = dict(zip(names, self.accel.reduce(t, "sum").tolist()))
+        from accelerate.utils import gather_object
+
+        gathered = gather_object([local])  # one dict per process, in process order
+        return StepNorm(scale, counts, {name: torch.cat([d[name] for d in gathered]) for name in sorted(local)})
 
     def on_main(self, work: Callable, share: bool = True):
         """work() on process 0; its (JSON-able) result on every process (None with share=False), after it

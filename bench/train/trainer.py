@@ -210,16 +210,20 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
             model.train()
             t_step, step_tokens = time.perf_counter(), 0
             logs: dict[str, float] = {}
+            micro_batches = []
             for micro in range(tcfg.grad_accum):
                 g = (step * tcfg.grad_accum + micro) * tcfg.batch_size * accel.num_processes
                 epoch, pos = divmod(g, data.n)
                 order = order_for(epoch) + order_for(epoch + 1)
                 idx = order[pos:pos + tcfg.batch_size * accel.num_processes][accel.process_index::accel.num_processes]
-                batches, signals = collate(data, idx, pad_id)
+                micro_batches.append(collate(data, idx, pad_id))
+            norm = par.step_norm(method, mcfg, micro_batches)  # the global step's counts: one collective
+            for batches, signals in micro_batches:
                 seq_len = max(b.input_ids.shape[1] for b in batches.values())
                 with accel.accumulate(runner), autocast(precision, accel.device.type, seq_len,
                                                         weight_cache=tcfg.grad_ckpt == "off"):
                     lb = loss_batch(model, ref_model, batches, signals, accel.device, runner=par.runner)
+                    lb.norm = norm
                     loss, metrics = method.loss(lb, mcfg)
                     if not par.all_finite(loss):  # every process stops together, none waits in a collective
                         raise BenchError(f"{desc}: loss became {loss.item()} at step {step}; lower lr or check "

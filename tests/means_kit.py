@@ -1,0 +1,100 @@
+"""The global-means matrix (tests/train/test_global_means.py): a few AdamW steps of one method or training stage
+on the tiny pipeline, through the shared trainer, returning the weight update Δ = w_final − w_init.
+
+Run in-process (one process) or as a script under `accelerate launch` (every process trains its share; process 0
+writes each update to OUT/<target>.safetensors):
+
+    accelerate launch --config_file configs/accelerate/cpu_ddp.yaml tests/means_kit.py OUT BATCH ACCUM TARGET...
+
+A target is a method name (the run's student stage) or `stage:<role>` (ref_teacher, sft_student, dpo_teacher,
+rdpo_teacher, chosen_teacher). Models train in float64, so that float32 rounding (which AdamW turns into lr-sized
+steps on coordinates whose gradient is near zero) cannot hide or fake a normalisation difference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+STEPS, LR = 3, 1e-3
+STAGES = ("ref_teacher", "sft_student", "dpo_teacher", "rdpo_teacher", "chosen_teacher")
+PRESET_ROLES = ("ref_teacher", "dpo_teacher", "chosen_teacher", "sft_student", "student")  # configs/runs/tiny.yaml
+TINY_BATCH = 4
+
+
+def update(target: str, batch: int, accum: int, runs_dir: Path, steps: int = STEPS) -> dict[str, torch.Tensor]:
+    from bench import dist
+    from bench.train.trainer import TrainConfig, train
+
+    stage = target[len("stage:"):] if target.startswith("stage:") else None
+    pipe = _pipeline(runs_dir, "dpo" if stage else target)
+    if stage:
+        method, mcfg, data, init = pipe.stage_inputs(stage)
+        pad_id, ref = pipe.enc_for(stage).tokenizer.pad_token_id, None
+    else:
+        method, mcfg, data, init = pipe.student_inputs()
+        pad_id = pipe.tok.pad_token_id
+        ref = pipe.load("sft_student").double() if method.reference(mcfg) == "online" else None
+    model = pipe.load(init).double()
+    w0 = {k: p.detach().clone() for k, p in model.named_parameters()}
+    tcfg = TrainConfig(lr=LR, batch_size=batch, grad_accum=accum, max_steps=steps, warmup_ratio=0.0,
+                       precision="fp32", seed=0)
+    work = runs_dir / f"work-{target.replace(':', '-')}-{batch}x{accum}"  # the same for every process
+    train(model, method, mcfg, data, tcfg, pad_id=pad_id, work_dir=work, ref_model=ref, desc=target)
+    if dist.is_main():
+        shutil.rmtree(work)
+    dist.barrier()
+    return {k: (p.detach() - w0[k]).flatten() for k, p in model.named_parameters()}
+
+
+_PIPES: dict = {}
+
+
+def _pipeline(runs_dir: Path, method: str):
+    """The tiny pipeline with `method` as the run's method: built once per process (tokenizers, data), then only
+    its method changes (what Pipeline.__init__ reads of the method is the cross-tokenizer check, moot here)."""
+    from bench import dist
+    from bench.config import RunConfig
+    from bench.pipeline.graph import Pipeline
+
+    key = (str(runs_dir), dist.world())
+    if key not in _PIPES:
+        # the stages every target starts from keep the identities of the one-process cache: their per-process
+        # batch is the tiny preset's (4) over the processes, so N processes find the stages one process built
+        keep = {f"{role}.train.batch_size": TINY_BATCH // dist.world() for role in PRESET_ROLES}
+        _PIPES[key] = Pipeline(RunConfig(method=method, student="tiny-random-student", preset="tiny",
+                                         runs_dir=str(runs_dir), stage_overrides=keep))
+    pipe = _PIPES[key]
+    pipe.cfg = dataclasses.replace(pipe.cfg, method=method, method_settings={})
+    pipe.tau = float(pipe.preset.get("tau", 2.0))
+    return pipe
+
+
+def flat(delta: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([delta[k].double().flatten() for k in sorted(delta)])
+
+
+def rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """‖Δa − Δb‖ / ‖Δb‖ over every parameter."""
+    x, y = flat(a), flat(b)
+    return float((x - y).norm() / y.norm())
+
+
+def main(argv: list[str]) -> None:
+    from safetensors.torch import save_file
+
+    from bench import dist
+
+    out, batch, accum, targets = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3:]
+    for target in targets:
+        delta = update(target, batch, accum, out)
+        if dist.is_main():
+            save_file({k: v.contiguous() for k, v in delta.items()}, str(out / f"{target.replace(':', '-')}.safetensors"))
+    dist.barrier()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -283,6 +283,25 @@ def align(
     typer.echo(align_command(student, teacher, dataset, data_seed, limit, fmt))
 
 
+@app.command("serve-teacher", short_help="Serve a teacher's log-probs over TRL's get_sequence_logprobs protocol.")
+def serve_teacher(
+    model: str = typer.Argument(..., help="a preset, a local HF directory or an HF id"),
+    host: str = typer.Option("127.0.0.1", help="interface to listen on (a network service: loopback by default)"),
+    port: int = typer.Option(8000, help="TCP port (0: any free one)"),
+    batch_size: int = typer.Option(8, help="sequences per forward pass"),
+    max_sequences: int = typer.Option(64, help="most sequences one request may send"),
+    max_tokens: int = typer.Option(32768, help="most tokens one request may send"),
+    max_top_logprobs: int = typer.Option(100, help="largest k one request may ask for"),
+):
+    """Teacher-forced top-k and token log-probs of a local model for `--set teacher.server=URL` runs elsewhere;
+    with BENCH_TEACHER_TOKEN set, requests need `Authorization: Bearer <token>` (docs/SCALING.md)."""
+    from bench.signals.serve import Limits, serve_command
+
+    if min(batch_size, max_sequences, max_tokens, max_top_logprobs) < 1 or not 0 <= port < 65536:
+        _fail("--batch-size and the --max-* limits must be >= 1 and --port in [0, 65535]")
+    serve_command(model, host, port, batch_size, Limits(max_sequences, max_tokens, max_top_logprobs), typer.echo)
+
+
 def check_output_path(option: str, path: Optional[Path]) -> None:
     """An output file's folder must exist and the path must not be a folder (one error line otherwise)."""
     if path is None:

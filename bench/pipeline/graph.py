@@ -34,6 +34,7 @@ from bench.pipeline.costs import PeakMemory
 from bench.pipeline.selection import make_validator, resolve_select_by
 from bench.pipeline.signal_stages import TEACHER_ROLES, SignalStages, check_cross_tokenizer
 from bench.pipeline.student_data import TEACHER_PREF, StudentPairs, student_pairs_apply
+from bench.pipeline.served import SERVED_ROLE, served_teacher
 from bench.registry import get_method
 from bench.signals.xtok import XTopkView
 from bench.signals.compute import SIGNAL_FORMAT, check_k
@@ -103,6 +104,11 @@ class Pipeline(SignalStages):
             bundle.splits[TEACHER_PREF], bundle.splits["pref_train"] = bundle.split("pref_train"), []
             self.teacher_pref = TEACHER_PREF
             self.student_pairs = StudentPairs(self, self.preset["student_pairs"])
+        # a DPO teacher served elsewhere (--set teacher.server=URL): its signals come from the server
+        self.served = served_teacher(self.preset.get("teacher"), self.tok, self.k)
+        if self.served is not None:
+            method = get_method(cfg.method)
+            self.served.check_method(method, method.make_config(cfg.method_settings))
         self.timings: dict[str, float] = {}
         self._encoded: dict[str, list] = {}
         self._identities: dict[str, dict] = {}
@@ -182,6 +188,8 @@ class Pipeline(SignalStages):
         return sc
 
     def model_key(self, role: str) -> dict:
+        if self.served is not None and role == SERVED_ROLE:
+            return self.served.key()
         if role in TEACHER_STAGES or role == "sft_student":
             sc = self.stage_cfg(role)
             if sc.get("path"):
@@ -213,6 +221,9 @@ class Pipeline(SignalStages):
 
     def model_dir(self, role: str) -> Path:
         """Local directory of a role's model, training (and caching) it first if needed."""
+        if self.served is not None and role == SERVED_ROLE:
+            raise BenchError("the DPO teacher is served (teacher.server): this step needs its weights here; drop "
+                             "teacher.server")
         if role in TEACHER_STAGES or role == "sft_student":
             sc = self.stage_cfg(role)
             if sc.get("path"):
@@ -339,7 +350,8 @@ class Pipeline(SignalStages):
         init = alias.get(init, init)
         for role in sorted(method.required_models(mcfg)):  # build dependencies before loading anything
             role = alias.get(role, role)
-            self.model_dir(role)
+            if self.served is None or role != SERVED_ROLE:  # a served teacher is neither trained nor loaded here
+                self.model_dir(role)
         return method, mcfg, self.train_data(method, mcfg, "pref_train", alias), init
 
     def train_student(self, work_dir: Path, resume: bool = False, tracking=None):

@@ -18,6 +18,7 @@ from bench.modeling.precision import autocast, resolve_precision
 from bench.signals.cache import SignalEntry, write_entry
 from bench.signals.compute import SIGNAL_FORMAT, compute_side_signals
 from bench.signals.shards import sharded_signals
+from bench.pipeline.served import SERVED_ROLE
 from bench.store.files import read_jsonl, write_jsonl
 from bench.store.identity import GENERATION_MODULES, SIGNAL_MODULES, code_version
 from bench.store.stages import build_stage, content_key, stage_path, token_hash
@@ -159,6 +160,11 @@ class SignalStages:
         pairs = self.side_pairs(split, side, alias, enc)
         key = self.signal_key(role, pairs, precision, enc)
         final = stage_path("signals", key)
+        if self.served is not None and role == SERVED_ROLE:  # the client's code is part of what the entry holds
+            key = {**key, "client": code_version("bench.signals.remote", "bench.signals.serve")}
+            final = stage_path("signals", key)
+            return SignalEntry(write_entry(final, key, self.served.fill(pairs, f"signals {role} (served) on "
+                                                                               f"{split}/{side}")))
 
         def fill(writers):
             self.model_dir(role)  # train the model first, outside this stage's timer

@@ -50,21 +50,29 @@ def cpu_launch_note() -> str | None:
             "`accelerate launch --config_file configs/accelerate/cpu_ddp.yaml --num_processes N -m cli run ...`")
 
 
-_ENGINES = {"ACCELERATE_USE_FSDP": ("FSDP", "configs/accelerate/fsdp.yaml"),
-            "ACCELERATE_USE_DEEPSPEED": ("DeepSpeed (ZeRO)", "configs/accelerate/deepspeed_zero3.yaml")}
+def fsdp_requested() -> bool:
+    """`accelerate launch` with an FSDP config (ACCELERATE_USE_FSDP=true): the trainer shards with FSDP2."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").strip().lower() in ("1", "true", "yes")
 
 
 def check_engine() -> None:
-    """One error line when `accelerate launch` was asked for a sharding engine (FSDP, DeepSpeed ZeRO): the shared
-    trainer wraps the model in data parallelism itself and does not shard it yet, so such a run would train
-    unsharded, silently, with the memory of DDP (docs/SCALING.md). Never a silent fallback."""
+    """One error line when `accelerate launch` asks for an engine the trainer does not engage, never a silent
+    fallback: DeepSpeed ZeRO (not installed or tested here), FSDP version 1 (the trainer shards with FSDP2's
+    `fully_shard`: `fsdp_version: 2`, configs/accelerate/fsdp.yaml), FSDP in one process (nothing to shard over)."""
     from bench.errors import BenchError
 
-    for var, (engine, config) in _ENGINES.items():
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes"):
-            raise BenchError(f"the accelerate config asks for {engine} ({var}=true, e.g. {config}), which this trainer "
-                             "does not engage yet: it would train unsharded as DDP; launch with "
-                             "configs/accelerate/multi_gpu.yaml (GPUs) or configs/accelerate/cpu_ddp.yaml (CPU) instead")
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").strip().lower() in ("1", "true", "yes"):
+        raise BenchError("the accelerate config asks for DeepSpeed (ZeRO; ACCELERATE_USE_DEEPSPEED=true), which this "
+                         "trainer does not engage: it would train unsharded as DDP; shard with FSDP2 instead "
+                         "(configs/accelerate/fsdp.yaml) or use configs/accelerate/multi_gpu.yaml / cpu_ddp.yaml")
+    if fsdp_requested():
+        version = os.environ.get("FSDP_VERSION", "1").strip()
+        if version != "2":
+            raise BenchError(f"the accelerate config asks for FSDP version {version}; the trainer shards with FSDP2 "
+                             "(fully_shard): set fsdp_config.fsdp_version: 2 (configs/accelerate/fsdp.yaml)")
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) < 2:  # the launch's count (solo() work is not a launch)
+            raise BenchError("the accelerate config asks for FSDP but started one process (nothing to shard over); "
+                             "launch with --num_processes 2 or more")
 
 
 @lru_cache(maxsize=1)

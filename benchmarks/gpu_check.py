@@ -10,8 +10,8 @@ no-grad pass (the check is about the student's step, not a teacher). Per method:
 measured steps after warm-up), tokens per second, model FLOPs utilisation against the GPU's dense bf16 peak
 (6·N FLOPs per token plus attention, 12·layers·hidden·sequence length, as in PaLM's appendix B; null where the
 peak is unknown or on CPU), peak memory (torch.cuda.max_memory_allocated; peak RSS on CPU) and the loss.
-DDP against FSDP needs more than one GPU and a trainer that shards; the trainer refuses FSDP today
-(bench.dist.check_engine), so the JSON says so instead of a number.
+DDP against FSDP2 needs more than one GPU and a launch (`accelerate launch` with configs/accelerate/multi_gpu.yaml
+and fsdp.yaml); this check runs in one process, so the JSON says so instead of a number.
 """
 from __future__ import annotations
 
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
            "gpus": torch.cuda.device_count(), "torch": torch.__version__,
            **check("tiny" if args.tiny else "1b", device, precision)}
     out["ddp_vs_fsdp"] = (f"not measured: {out['gpus']} GPU(s) visible" if out["gpus"] < 2 else
-                          "not measured: the trainer does not shard yet (FSDP is refused, docs/SCALING.md)")
+                          "not measured by this one-process check: launch a run under configs/accelerate/"
+                          "multi_gpu.yaml and fsdp.yaml (docs/SCALING.md)")
     print(json.dumps(out))
     return out
 

@@ -13,6 +13,7 @@ steps on coordinates whose gradient is near zero) cannot hide or fake a normalis
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -43,14 +44,18 @@ def update(target: str, batch: int, accum: int, runs_dir: Path, steps: int = STE
     tcfg = TrainConfig(lr=LR, batch_size=batch, grad_accum=accum, max_steps=steps, warmup_ratio=0.0,
                        precision="fp32", seed=0)
     work = runs_dir / f"work-{target.replace(':', '-')}-{batch}x{accum}"  # the same for every process
-    train(model, method, mcfg, data, tcfg, pad_id=pad_id, work_dir=work, ref_model=ref, desc=target)
+    result = train(model, method, mcfg, data, tcfg, pad_id=pad_id, work_dir=work, ref_model=ref, desc=target)
+    STATE_BYTES[target] = result.state_bytes
     if dist.is_main():
         shutil.rmtree(work)
     dist.barrier()
-    return {k: (p.detach() - w0[k]).flatten() for k, p in model.named_parameters()}
+    # under FSDP the trained parameters are DTensor shards: gather each (every process, in the same order)
+    return {k: ((p.full_tensor() if hasattr(p, "full_tensor") else p).detach() - w0[k]).flatten()
+            for k, p in model.named_parameters()}
 
 
 _PIPES: dict = {}
+STATE_BYTES: dict[str, int] = {}  # target -> this process's parameter + optimizer bytes after its last update()
 
 
 def _pipeline(runs_dir: Path, method: str):
@@ -93,6 +98,8 @@ def main(argv: list[str]) -> None:
         delta = update(target, batch, accum, out)
         if dist.is_main():
             save_file({k: v.contiguous() for k, v in delta.items()}, str(out / f"{target.replace(':', '-')}.safetensors"))
+    if dist.is_main():
+        (out / "state_bytes.json").write_text(json.dumps(STATE_BYTES))
     dist.barrier()
 
 

@@ -32,19 +32,75 @@ class BodyRunner(torch.nn.Module):
         return body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
 
+def decoder_layers(lm) -> list[torch.nn.Module]:
+    """The transformer blocks of a causal LM (HF: `<body>.layers`, GPT-2 style: `<body>.h`)."""
+    body = getattr(lm, lm.base_model_prefix)
+    return list(getattr(body, "layers", None) or getattr(body, "h", None) or [])
+
+
 class Parallel:
     def __init__(self, accel):
         self.accel = accel
         self.n = accel.num_processes
         self.runner = None  # the wrapped BodyRunner under several processes
+        self.fsdp = self.n > 1 and dist.fsdp_requested()
+        self.lm = None
 
-    def prepare(self, model, opt):
-        """(model, module to run accumulate/clip on, optimizer). The returned model is always the plain LM."""
+    def prepare(self, model, make_optimizer: Callable):
+        """(model, module to run accumulate/clip on, optimizer): DDP around the body under several processes, or
+        FSDP2 (`fully_shard` of every decoder layer and of the body runner, which then owns the embeddings, the final
+        norm and the LM head) when the launch asks for FSDP. The returned model is always the plain LM."""
+        self.lm = model
         if self.n == 1:
-            model, opt = self.accel.prepare(model, opt)
+            model, opt = self.accel.prepare(model, make_optimizer(model))
             return model, model, opt
-        self.runner, opt = self.accel.prepare(BodyRunner(model), opt)
+        if self.fsdp:
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = init_device_mesh(self.accel.device.type, (self.n,))
+            for layer in decoder_layers(model):
+                fully_shard(layer, mesh=mesh)
+            # the LM head is applied by the losses after the body's forward: the root's parameters stay gathered
+            # from the forward to the end of the backward, where FSDP reduce-scatters their gradients
+            self.runner = fully_shard(BodyRunner(model), mesh=mesh, reshard_after_forward=False)
+            return model, self.runner, self.accel.prepare(make_optimizer(model))
+        self.runner, opt = self.accel.prepare(BodyRunner(model), make_optimizer(model))
         return model, self.runner, opt
+
+    @staticmethod
+    def state_bytes(model, opt) -> int:
+        """Bytes this process holds of the parameters and the optimizer's state (a DTensor counts its local shard):
+        what FSDP divides by the number of processes."""
+        def local(t):
+            t = t.to_local() if hasattr(t, "to_local") else t
+            return t.numel() * t.element_size()
+        params = sum(local(p) for p in {id(p): p for p in model.parameters()}.values())
+        states = sum(local(v) for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0)
+        return params + states
+
+    def full_state(self) -> dict | None:
+        """The full (unsharded) model state dict on CPU, on every process (a collective); None without FSDP."""
+        if not self.fsdp:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sd = get_model_state_dict(self.runner, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {k[len("lm."):] if k.startswith("lm.") else k: v for k, v in sd.items()}
+
+    def with_full_model(self, work: Callable, share: bool = True):
+        """work(model) on process 0 with the whole model: the LM itself, or under FSDP an unsharded copy built from
+        the gathered state (every process takes part in the gather); its result on every process as on_main."""
+        sd = self.full_state()
+        if sd is None:
+            return self.on_main(lambda: work(self.lm), share)
+
+        def run():
+            copy = type(self.lm)(self.lm.config)
+            copy.load_state_dict(sd, strict=False)
+            copy.tie_weights()
+            return work(copy.eval())
+        return self.on_main(run, share)
 
     def all_finite(self, loss: torch.Tensor) -> bool:
         ok = torch.isfinite(loss.detach()).all()

@@ -112,6 +112,7 @@ class TrainResult:
     final_dir: Path | None
     seconds: float
     tokens: int
+    state_bytes: int = 0  # this process's parameters + optimizer state at the end (local shards under FSDP)
 
     @property
     def tokens_per_s(self) -> float:
@@ -183,15 +184,17 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
     torch.manual_seed(tcfg.seed)
     per_step = tcfg.batch_size * tcfg.grad_accum * accel.num_processes
     total = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * data.n / per_step))
-    opt = make_optimizer(model, tcfg)
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(tcfg.warmup_ratio * total), total)
     if ref_model is not None:
         ref_model.eval().requires_grad_(False).to(accel.device)
-    model, runner, opt = par.prepare(model, opt)
+    if par.fsdp and tcfg.save_every:
+        raise BenchError(f"{desc}: resumable states under FSDP are not written yet; --set <stage>.train.save_every=0 "
+                         "(the final model and validation checkpoints are)")
+    model, runner, opt = par.prepare(model, lambda m: make_optimizer(m, tcfg))  # FSDP: over the sharded params
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(tcfg.warmup_ratio * total), total)
     step, history, evals = 0, [], []
     fingerprint = {"method": method.name, "settings": mcfg.to_dict(), "train": result_settings(vars(tcfg)), "n": data.n,
                    "total_steps": total, "precision": precision, **(fingerprint or {})}
-    state = latest_state(work_dir) if resume else None
+    state = latest_state(work_dir) if resume and not par.fsdp else None  # FSDP: no states to resume from (above)
     if state is not None:
         step, extra = load_state(state, model, opt, sched, fingerprint)
         history, evals = extra.get("history", []), extra.get("evals", [])
@@ -245,16 +248,17 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
             bar.advance(1, tokens=step_tokens, loss=logs["loss"])
             if evaluate is not None and (step % eval_every == 0 or step == total):
                 # process 0 generates and keeps the checkpoint; every process records the same result
-                evals.append(par.on_main(lambda: _evaluate_and_keep(model, evaluate, step, work_dir)))
+                evals.append(par.with_full_model(lambda m: _evaluate_and_keep(m, evaluate, step, work_dir)))
                 tracking.eval(accel, evals[-1])
             if tcfg.save_every and (step % tcfg.save_every == 0 or step == total):
                 par.on_main(lambda: save_state(work_dir, model, opt, sched, step, {"history": history, "evals": evals},
                                                fingerprint), share=False)
     seconds = time.perf_counter() - t0
+    state_bytes = par.state_bytes(model, opt)
     tracking.end(accel)
     set_grad_ckpt(model, "off")
-    par.on_main(lambda: _select_final(model, evals, work_dir), share=False)
-    return TrainResult(step, history, evals, work_dir / "final", seconds, tokens)
+    par.with_full_model(lambda m: _select_final(m, evals, work_dir), share=False)
+    return TrainResult(step, history, evals, work_dir / "final", seconds, tokens, state_bytes)
 
 
 def _evaluate_and_keep(model, evaluate: Callable, step: int, work_dir: Path) -> dict:

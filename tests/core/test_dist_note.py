@@ -39,17 +39,29 @@ def test_run_prints_the_note_once(monkeypatch, capsys, tiny_dirs, tmp_path):
     assert sum(line.startswith("note: accelerate launch --cpu") for line in err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("var,engine", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
-def test_a_sharding_engine_the_trainer_does_not_engage_is_one_error_line(monkeypatch, capsys, tiny_dirs, tmp_path,
-                                                                         var, engine):
-    """`accelerate launch --config_file configs/accelerate/fsdp.yaml` sets ACCELERATE_USE_FSDP=true (DeepSpeed:
-    ACCELERATE_USE_DEEPSPEED); the run must not fall back to unsharded DDP silently."""
+@pytest.mark.parametrize("env,needles", [
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, ("DeepSpeed", "does not engage", "fsdp.yaml")),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1", "WORLD_SIZE": "2"}, ("FSDP version 1", "fsdp_version: 2")),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, ("one process", "--num_processes 2")),
+])
+def test_an_engine_the_trainer_does_not_engage_is_one_error_line(monkeypatch, capsys, tiny_dirs, tmp_path, env,
+                                                                 needles):
+    """`accelerate launch` with configs/accelerate/deepspeed_zero3.yaml sets ACCELERATE_USE_DEEPSPEED=true, with an
+    FSDP config ACCELERATE_USE_FSDP=true and FSDP_VERSION: the trainer shards with FSDP2 over several processes
+    (tests/train/test_global_means.py); anything else must not fall back to unsharded DDP silently."""
     from cli_kit import TINY, assert_one_line_error, bench_main
 
-    for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+    for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "FSDP_VERSION", "WORLD_SIZE"):
         monkeypatch.delenv(v, raising=False)
     dist.check_engine()  # nothing asked: nothing to say
-    monkeypatch.setenv(var, "true")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(Exception) as e:
+        dist.check_engine()
+    assert all(n in str(e.value) for n in needles), str(e.value)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)  # the CLI in this (one) process: the same line, nothing written
+    if env.get("WORLD_SIZE"):
+        return
     code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "sft", *TINY, "--runs", str(tmp_path / "r"))
-    assert_one_line_error(code, err, engine, "does not engage", "cpu_ddp.yaml")
+    assert_one_line_error(code, err, *needles)
     assert not (tmp_path / "r").exists()

@@ -26,6 +26,7 @@ from bench.runs.run import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "accelerate" / "cpu_ddp.yaml"
+FSDP_CONFIG = ROOT / "configs" / "accelerate" / "cpu_fsdp.yaml"
 METHODS = ("dpo", "dckd", "tvkd")
 # Compared: the update Δ = w_final − w_init, as rel = ‖Δ_launch − Δ_one‖ / ‖Δ_one‖. Measured on this tiny setup (3
 # AdamW steps, lr 1e-3, the pipeline's own precision): DPO 7.5e-7, DCKD 2.9e-7, TVKD 7.5e-7: float rounding, since
@@ -52,10 +53,10 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def launch(args: list[str], cwd: Path, config: Path = CONFIG) -> subprocess.CompletedProcess:
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BENCH_PROGRESS": "0"}
-    return subprocess.run([str(accelerate), "launch", "--config_file", str(CONFIG), "-m", "cli", "run", *args],
+    return subprocess.run([str(accelerate), "launch", "--config_file", str(config), "-m", "cli", "run", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -102,6 +103,9 @@ def _ddp_runs(base: Path, bench_cache: Path, tiny_run_config) -> dict:
                                                                        "sft_student", "student"))]:
             args += ["--set", s]
         results[m] = launch(args, ROOT)
+        if m == "dckd":  # the same run sharded with FSDP2 (configs/accelerate/cpu_fsdp.yaml)
+            fsdp_args = [str(base / "fsdp") if a == str(base / "ddp") else a for a in args]
+            results["dckd/fsdp"] = launch(fsdp_args, ROOT, FSDP_CONFIG)
     return {"single": single, "small": small, "saved": saved, "results": results, "teacher_side": teacher_side,
             "base": base, "cache": bench_cache}
 
@@ -121,6 +125,18 @@ def test_launch_matches_one_process_with_the_same_global_batch(ddp_runs, method)
     assert r < TOL[method], f"{method}: 2 processes × batch 2 vs 1 × 4: relative update difference {r:.2e}"
     if method == "dpo":  # the tolerance separates: another global batch lands far away
         assert rel(update(ddp_runs["small"]["dpo"], bench_cache), one) > 0.5
+
+
+def test_fsdp2_launch_matches_one_process_and_writes_a_full_checkpoint(ddp_runs):
+    """`bench run` under FSDP2 (2 processes): validation on a gathered copy, the final model written whole by
+    process 0 (`update` reads every parameter of it), the update within the bound of the one-process run."""
+    proc = ddp_runs["results"]["dckd/fsdp"]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = [line for line in proc.stdout.splitlines() if line.startswith(str(ddp_runs["base"] / "fsdp"))]
+    assert len(summary) == 1, proc.stdout
+    run = Path(summary[0].split(" ", 1)[0])
+    r = rel(update(run, ddp_runs["cache"]), update(ddp_runs["single"]["dckd"], ddp_runs["cache"]))
+    assert r < TOL["dckd"], f"FSDP2 2 × 2 vs 1 × 4: relative update difference {r:.2e}"
 
 
 def test_teacher_side_built_once_and_signals_sharded_byte_identical(ddp_runs):

@@ -10,6 +10,7 @@ StepNorm) move DCKD's update by 0.21, another global batch moves any update by ~
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,10 +24,28 @@ from bench.registry import method_names
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "accelerate" / "cpu_ddp.yaml"
+FSDP_CONFIG = ROOT / "configs" / "accelerate" / "cpu_fsdp.yaml"
 TARGETS = [*method_names(), *(f"stage:{role}" for role in kit.STAGES)]
 BOUND = 1e-3
 
 pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.heavy]
+
+
+FSDP_TARGETS = ["sft", "dpo", "dckd", "adpa", "tvkd"]
+
+
+def launch(config: Path, out: Path, targets: list[str], bench_cache: Path) -> dict:
+    """`accelerate launch` of the kit (2 processes × batch 2): {target: Δ}, and each target's state bytes."""
+    out.mkdir()
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BENCH_PROGRESS": "0", "BENCH_CACHE": str(bench_cache),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([str(accelerate), "launch", "--config_file", str(config), str(ROOT / "tests" / "means_kit.py"),
+                           str(out), "2", "1", *targets], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    deltas = {t: load_file(str(out / f"{t.replace(':', '-')}.safetensors")) for t in targets}
+    return {"deltas": deltas, "state_bytes": json.loads((out / "state_bytes.json").read_text())}
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +54,9 @@ def matrix(tiny_dirs, bench_cache, tmp_path_factory):
     targets need, so the launched processes only read the cache."""
     base = tmp_path_factory.mktemp("means")
     one = {t: (kit.update(t, 4, 1, base), kit.update(t, 2, 2, base)) for t in TARGETS}
-    out = base / "ddp"
-    out.mkdir()
-    accelerate = Path(sys.executable).with_name("accelerate")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BENCH_PROGRESS": "0", "BENCH_CACHE": str(bench_cache),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([str(accelerate), "launch", "--config_file", str(CONFIG), str(ROOT / "tests" / "means_kit.py"),
-                           str(out), "2", "1", *TARGETS], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {t: (*one[t], load_file(str(out / f"{t.replace(':', '-')}.safetensors"))) for t in TARGETS}
+    ddp = launch(CONFIG, base / "ddp", TARGETS, bench_cache)
+    fsdp = launch(FSDP_CONFIG, base / "fsdp", FSDP_TARGETS, bench_cache)
+    return {"targets": {t: (*one[t], ddp["deltas"][t]) for t in TARGETS}, "fsdp": fsdp, "ddp": ddp}
 
 
 def test_every_method_and_stage_is_covered():
@@ -53,11 +65,24 @@ def test_every_method_and_stage_is_covered():
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_two_processes_and_accumulation_equal_one_batch(matrix, target):
-    full, accumulated, launched = matrix[target]
+    full, accumulated, launched = matrix["targets"][target]
     assert kit.flat(full).norm() > 0, f"{target}: the reference run did not move"
     r_ddp, r_acc = kit.rel(launched, full), kit.rel(accumulated, full)
     assert r_ddp <= BOUND, f"{target}: 2 processes × 2 vs 1 × 4: relative update difference {r_ddp:.2e}"
     assert r_acc <= BOUND, f"{target}: 2 micro-batches × 2 vs one batch of 4: relative update difference {r_acc:.2e}"
+
+
+@pytest.mark.parametrize("target", FSDP_TARGETS)
+def test_fsdp2_two_processes_equal_one_batch(matrix, target):
+    full = matrix["targets"][target][0]
+    r = kit.rel(matrix["fsdp"]["deltas"][target], full)
+    assert r <= BOUND, f"{target}: FSDP2, 2 processes × 2 vs 1 × 4: relative update difference {r:.2e}"
+
+
+def test_fsdp2_holds_half_the_parameter_and_optimizer_bytes_of_ddp(matrix):
+    for target in FSDP_TARGETS:
+        ratio = matrix["fsdp"]["state_bytes"][target] / matrix["ddp"]["state_bytes"][target]
+        assert 0.45 <= ratio <= 0.55, f"{target}: FSDP2 / DDP bytes per process {ratio:.3f}"
 
 
 def test_the_bound_separates(tiny_dirs, tmp_path, monkeypatch):

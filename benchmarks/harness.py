@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 
 from bench.modeling.precision import autocast, set_grad_ckpt  # noqa: E402
 from bench.train.trainer import TrainConfig, TrainData, collate, loss_batch, make_optimizer  # noqa: E402
+from bench.train.heap import release_heap  # noqa: E402
 
 
 def set_threads(n: int | None) -> int:
@@ -76,6 +77,7 @@ class OurStep:
             self.opt.zero_grad(set_to_none=True)
         else:
             self.model.zero_grad(set_to_none=True)
+        release_heap()  # as the trainer does after every optimizer step
 
     def __call__(self) -> float:
         loss = self.forward_backward()

@@ -26,6 +26,7 @@ from bench.progress import console, progress_bar
 from bench.signals.cache import SignalEntry
 from bench.store.stages import remove_owned
 from bench.train.checkpoint import latest_state, load_state, save_state
+from bench.train.heap import release_heap
 from bench.train.parallel import Parallel
 from bench.train.tracking import Tracking
 
@@ -241,6 +242,7 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
                 step_tokens += n_tok
                 for k, v in values.items():
                     logs[k] = logs.get(k, 0.0) + v / tcfg.grad_accum
+            release_heap()  # the step's freed activations and gradients back to the OS (bench.train.heap)
             step += 1
             tokens += step_tokens
             history.append({"step": step, "lr": sched.get_last_lr()[0], **logs})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -41,10 +42,12 @@ def update(target: str, batch: int, accum: int, runs_dir: Path, steps: int = STE
         ref = pipe.load("sft_student").double() if method.reference(mcfg) == "online" else None
     model = pipe.load(init).double()
     w0 = {k: p.detach().clone() for k, p in model.named_parameters()}
+    # KIT_SAVE_EVERY / KIT_RESUME (environment): resumable states every N steps, resume from the newest one
     tcfg = TrainConfig(lr=LR, batch_size=batch, grad_accum=accum, max_steps=steps, warmup_ratio=0.0,
-                       precision="fp32", seed=0)
+                       precision="fp32", seed=0, save_every=int(os.environ.get("KIT_SAVE_EVERY", "0")))
     work = runs_dir / f"work-{target.replace(':', '-')}-{batch}x{accum}"  # the same for every process
-    result = train(model, method, mcfg, data, tcfg, pad_id=pad_id, work_dir=work, ref_model=ref, desc=target)
+    result = train(model, method, mcfg, data, tcfg, pad_id=pad_id, work_dir=work, ref_model=ref, desc=target,
+                   resume=os.environ.get("KIT_RESUME") == "1")
     STATE_BYTES[target] = result.state_bytes
     if dist.is_main():
         shutil.rmtree(work)

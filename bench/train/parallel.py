@@ -88,6 +88,24 @@ class Parallel:
         sd = get_model_state_dict(self.runner, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return {k[len("lm."):] if k.startswith("lm.") else k: v for k, v in sd.items()}
 
+    def full_states(self, opt) -> tuple[dict, dict] | None:
+        """(model, optimizer) state dicts gathered whole on CPU on every process (a collective) under FSDP, for a
+        resumable state that process 0 writes; None without FSDP (the local ones are whole)."""
+        if not self.fsdp:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        msd, osd = get_state_dict(self.runner, opt.optimizer,
+                                  options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {k[len("lm."):] if k.startswith("lm.") else k: v for k, v in msd.items()}, osd
+
+    def set_full_states(self, opt, weights: dict, osd: dict) -> None:
+        """Load whole (model, optimizer) state dicts into the FSDP shards (every process, the same dicts)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(self.runner, opt.optimizer, model_state_dict={f"lm.{k}": v for k, v in weights.items()},
+                       optim_state_dict=osd, options=StateDictOptions(full_state_dict=True, strict=False))
+
     def with_full_model(self, work: Callable, share: bool = True):
         """work(model) on process 0 with the whole model: the LM itself, or under FSDP an unsharded copy built from
         the gathered state (every process takes part in the gather); its result on every process as on_main."""

@@ -25,7 +25,7 @@ from bench.modeling.precision import GRAD_CKPT, PRECISIONS, autocast, resolve_pr
 from bench.progress import console, progress_bar
 from bench.signals.cache import SignalEntry
 from bench.store.stages import remove_owned
-from bench.train.checkpoint import latest_state, load_state, save_state
+from bench.train.checkpoint import latest_state, load_sharded_state, load_state, save_state
 from bench.train.heap import release_heap
 from bench.train.parallel import Parallel
 from bench.train.tracking import Tracking
@@ -187,17 +187,17 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
     total = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * data.n / per_step))
     if ref_model is not None:
         ref_model.eval().requires_grad_(False).to(accel.device)
-    if par.fsdp and tcfg.save_every:
-        raise BenchError(f"{desc}: resumable states under FSDP are not written yet; --set <stage>.train.save_every=0 "
-                         "(the final model and validation checkpoints are)")
     model, runner, opt = par.prepare(model, lambda m: make_optimizer(m, tcfg))  # FSDP: over the sharded params
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(tcfg.warmup_ratio * total), total)
     step, history, evals = 0, [], []
     fingerprint = {"method": method.name, "settings": mcfg.to_dict(), "train": result_settings(vars(tcfg)), "n": data.n,
                    "total_steps": total, "precision": precision, **(fingerprint or {})}
-    state = latest_state(work_dir) if resume and not par.fsdp else None  # FSDP: no states to resume from (above)
-    if state is not None:
+    state = latest_state(work_dir) if resume else None
+    if state is not None and par.fsdp:  # every process loads the whole state into its shards
+        step, extra = load_sharded_state(state, lambda w, o: par.set_full_states(opt, w, o), sched, fingerprint)
+    elif state is not None:
         step, extra = load_state(state, model, opt, sched, fingerprint)
+    if state is not None:
         history, evals = extra.get("history", []), extra.get("evals", [])
         console.print(f"[yellow]{desc}: resuming at step {step}/{total}")
     eval_every = tcfg.eval_every or total
@@ -253,8 +253,9 @@ def train(model, method: Method, mcfg, data: TrainData, tcfg: TrainConfig, *, pa
                 evals.append(par.with_full_model(lambda m: _evaluate_and_keep(m, evaluate, step, work_dir)))
                 tracking.eval(accel, evals[-1])
             if tcfg.save_every and (step % tcfg.save_every == 0 or step == total):
+                full = par.full_states(opt)  # FSDP: gathered by every process, written by process 0
                 par.on_main(lambda: save_state(work_dir, model, opt, sched, step, {"history": history, "evals": evals},
-                                               fingerprint), share=False)
+                                               fingerprint, full), share=False)
     seconds = time.perf_counter() - t0
     state_bytes = par.state_bytes(model, opt)
     tracking.end(accel)

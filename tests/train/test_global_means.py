@@ -34,15 +34,19 @@ pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.heavy
 FSDP_TARGETS = ["sft", "dpo", "dckd", "adpa", "tvkd"]
 
 
-def launch(config: Path, out: Path, targets: list[str], bench_cache: Path) -> dict:
-    """`accelerate launch` of the kit (2 processes × batch 2): {target: Δ}, and each target's state bytes."""
-    out.mkdir()
+def run_kit(config: Path, out: Path, targets: list[str], bench_cache: Path, **env) -> subprocess.CompletedProcess:
+    out.mkdir(exist_ok=True)
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BENCH_PROGRESS": "0", "BENCH_CACHE": str(bench_cache),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([str(accelerate), "launch", "--config_file", str(config), str(ROOT / "tests" / "means_kit.py"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")]), **env}
+    return subprocess.run([str(accelerate), "launch", "--config_file", str(config), str(ROOT / "tests" / "means_kit.py"),
                            str(out), "2", "1", *targets], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=1200)
+
+
+def launch(config: Path, out: Path, targets: list[str], bench_cache: Path) -> dict:
+    """`accelerate launch` of the kit (2 processes × batch 2): {target: Δ}, and each target's state bytes."""
+    proc = run_kit(config, out, targets, bench_cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     deltas = {t: load_file(str(out / f"{t.replace(':', '-')}.safetensors")) for t in targets}
     return {"deltas": deltas, "state_bytes": json.loads((out / "state_bytes.json").read_text())}
@@ -83,6 +87,25 @@ def test_fsdp2_holds_half_the_parameter_and_optimizer_bytes_of_ddp(matrix):
     for target in FSDP_TARGETS:
         ratio = matrix["fsdp"]["state_bytes"][target] / matrix["ddp"]["state_bytes"][target]
         assert 0.45 <= ratio <= 0.55, f"{target}: FSDP2 / DDP bytes per process {ratio:.3f}"
+
+
+def test_fsdp2_resumes_from_a_full_state_written_by_process_0(matrix, bench_cache, tmp_path):
+    """Killed after its second state (3 steps, a state per step), the FSDP2 run resumes from it and ends where the
+    uninterrupted one did; the state on disk is whole (full safetensors of every weight, written once)."""
+    out = tmp_path / "resume"
+    killed = run_kit(FSDP_CONFIG, out, ["dckd"], bench_cache, KIT_SAVE_EVERY="1", BENCH_FAULT="state-save:2")
+    assert killed.returncode != 0
+    states = sorted((out / "work-dckd-2x1").glob("state-*"), reverse=True)  # killed before the older one went
+    assert states and states[0].name == "state-00000002"
+    from safetensors.torch import load_file as load
+
+    weights = {k for f in (states[0] / "model").glob("*.safetensors") for k in load(str(f))}
+    assert weights >= {k for k in matrix["targets"]["dckd"][0] if "lm_head" not in k}  # not a shard
+    resumed = run_kit(FSDP_CONFIG, out, ["dckd"], bench_cache, KIT_SAVE_EVERY="1", KIT_RESUME="1")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming at step 2/3" in resumed.stdout + resumed.stderr
+    r = kit.rel(load(str(out / "dckd.safetensors")), matrix["fsdp"]["deltas"]["dckd"])
+    assert r <= 1e-9, f"resumed vs uninterrupted FSDP2 run: relative update difference {r:.2e}"
 
 
 def test_the_bound_separates(tiny_dirs, tmp_path, monkeypatch):

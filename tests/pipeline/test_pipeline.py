@@ -266,8 +266,8 @@ def test_killed_run_resumes_to_the_same_model(tiny_dpo_run, tiny_run_config, tmp
     ref, cfg = tiny_dpo_run
     original = trainer_mod.save_state
 
-    def save_then_die(directory, model, opt, sched, step, extra, fingerprint=None):
-        original(directory, model, opt, sched, step, extra, fingerprint)
+    def save_then_die(directory, model, opt, sched, step, extra, fingerprint=None, full=None):
+        original(directory, model, opt, sched, step, extra, fingerprint, full)
         if step == 2:
             raise KeyboardInterrupt
 

@@ -16,12 +16,14 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 STEPS, LR = 3, 1e-3
+ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ref_teacher", "sft_student", "dpo_teacher", "rdpo_teacher", "chosen_teacher")
 PRESET_ROLES = ("ref_teacher", "dpo_teacher", "chosen_teacher", "sft_student", "student")  # configs/runs/tiny.yaml
 TINY_BATCH = 4
@@ -89,6 +91,27 @@ def rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     """‖Δa − Δb‖ / ‖Δb‖ over every parameter."""
     x, y = flat(a), flat(b)
     return float((x - y).norm() / y.norm())
+
+
+def run_kit(config: Path, out: Path, targets: list[str], bench_cache: Path, **env) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file CONFIG` of this kit (2 processes × batch 2) over `targets`."""
+    out.mkdir(exist_ok=True)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BENCH_PROGRESS": "0", "BENCH_CACHE": str(bench_cache),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")]), **env}
+    return subprocess.run([str(accelerate), "launch", "--config_file", str(config), str(Path(__file__).resolve()),
+                           str(out), "2", "1", *targets], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1200)
+
+
+def launch(config: Path, out: Path, targets: list[str], bench_cache: Path) -> dict:
+    """{"deltas": {target: Δ}, "state_bytes": {target: process 0's parameter + optimizer bytes}} of a launch."""
+    from safetensors.torch import load_file
+
+    proc = run_kit(config, out, targets, bench_cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    deltas = {t: load_file(str(out / f"{t.replace(':', '-')}.safetensors")) for t in targets}
+    return {"deltas": deltas, "state_bytes": json.loads((out / "state_bytes.json").read_text())}
 
 
 def main(argv: list[str]) -> None:

@@ -123,7 +123,8 @@ def main(argv: list[str]) -> None:
     for target in targets:
         delta = update(target, batch, accum, out)
         if dist.is_main():
-            save_file({k: v.contiguous() for k, v in delta.items()}, str(out / f"{target.replace(':', '-')}.safetensors"))
+            name = f"{target.replace(':', '-')}.safetensors"
+            save_file({k: v.contiguous() for k, v in delta.items()}, str(out / name))
     if dist.is_main():
         (out / "state_bytes.json").write_text(json.dumps(STATE_BYTES))
     dist.barrier()

@@ -67,7 +67,8 @@ class Scorer:
     """Teacher-forced top-k log-probs of token sequences under one model (the signal pass's own forward)."""
 
     def __init__(self, model, tokenizer, name: str, identity: dict, batch_size: int = 8):
-        self.model, self.tok, self.name, self.identity, self.batch_size = model.eval(), tokenizer, name, identity, batch_size
+        self.model, self.tok, self.name = model.eval(), tokenizer, name
+        self.identity, self.batch_size = identity, batch_size
         self.vocab = int(model.get_output_embeddings().weight.shape[0])
         self.lock = threading.Lock()
 
@@ -104,7 +105,8 @@ def parse_request(body: dict, vocab: int, limits: Limits) -> tuple[list[list[int
     k, temperature = body.get("top_logprobs", 100), body.get("temperature", 1.0)
     fmt = body.get("response_format", "json")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(limits.max_top_logprobs, vocab):
-        raise RequestError(400, f"top_logprobs={k!r}; it must be an integer in [1, {min(limits.max_top_logprobs, vocab)}]")
+        top = min(limits.max_top_logprobs, vocab)
+        raise RequestError(400, f"top_logprobs={k!r}; it must be an integer in [1, {top}]")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
             or temperature <= 0:
         raise RequestError(400, f"temperature={temperature!r}; it must be a number > 0")

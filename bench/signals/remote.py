@@ -112,12 +112,12 @@ class TeacherClient:
     def fill(self, pairs: list[tuple[list[int], list[int]]], writers: dict, *, k: int, desc: str) -> dict:
         """The `topk` and `logps` kinds of a signal entry for (prompt, response) pairs, in order, as the local pass
         writes them (top-k log-probs rounded toward −inf to float16)."""
-        tokens = requests = 0
+        tokens = sent = 0
         with progress_bar(desc, total=len(pairs), unit="seq") as bar:
             for start in range(0, len(pairs), self.batch_size):
                 chunk = pairs[start:start + self.batch_size]
                 scored = self._score([p + r for p, r in chunk], [len(p) for p, _ in chunk], k)
-                requests += 1
+                sent += 1
                 for (prompt, resp), (ids, logps, actual_ids, actual) in zip(chunk, scored):
                     if ids.shape[0] != len(resp) or actual_ids.tolist() != list(resp):
                         raise BenchError(f"teacher server {self.url} returned rows that do not match the sequences "
@@ -126,4 +126,4 @@ class TeacherClient:
                     writers["logps"].add(logps=actual.float())
                     tokens += len(prompt) + len(resp)
                 bar.advance(len(chunk), tokens=sum(len(p) + len(r) for p, r in chunk))
-        return {"tokens": tokens, "requests": requests}
+        return {"tokens": tokens, "requests": sent}

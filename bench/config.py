@@ -11,7 +11,7 @@ import yaml
 from bench.errors import BenchError
 from bench.paths import CONFIG_DIR
 
-TOP_LEVEL_KEYS = ("models", "sizes", "data_seed", "k", "tau", "infer_batch_size", "generation", "select_by",
+TOP_LEVEL_KEYS = ("models", "sizes", "families", "data_seed", "k", "tau", "infer_batch_size", "generation", "select_by",
                   "val_prompts", "sft_dataset", "system_prompt",
                   "max_prompt_len", "max_response_len", "ref_teacher", "dpo_teacher", "rdpo_teacher", "chosen_teacher",
                   "sft_student", "student", "student_pairs", "teacher")  # teacher: a served teacher (teacher.server)

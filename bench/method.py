@@ -183,6 +183,13 @@ class Method:
     #: its teacher `topk` signals may come from a teacher of another tokenizer, read through the vocabulary map
     #: (bench.signals.xtok.topk_from_xtok; sound for forward-KL losses only)
     cross_tokenizer_topk: ClassVar[bool] = False
+    #: its teacher `values` signals may come from a teacher of another tokenizer, as potentials at the shared
+    #: boundaries held in between (bench.signals.xtok.values_from_xtok; sound for telescoping state potentials)
+    cross_tokenizer_values: ClassVar[bool] = False
+
+    def cross_tokenizer_problem(self, cfg) -> str | None:
+        """Why these settings cannot run across tokenizers although the method can (one line naming the fix)."""
+        return None
 
     # ---- declarations (may depend on settings) ----
     def sides(self, cfg) -> tuple[str, ...]:

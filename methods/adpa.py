@@ -38,6 +38,13 @@ rollouts have equal lengths).
 State source (setting `state_source`): "student" (gen:sft_student, default), "chosen", "rejected" (ŷ = y_w or y_l)
 or "teacher" (gen:dpo_teacher). With "chosen" one policy pass on the chosen side serves both terms.
 Fill, clamp and the variant act on A_t in this order: advantage (with fill) → clamp → variant.
+
+Across tokenizers (teachers of another family; not in the paper): both teachers' top-k reach the student's rows
+through the character alignment and the byte-level vocabulary map (bench.signals.xtok.topk_from_xtok). At a row that
+starts an aligned span, K_t is the DPO teacher's top-k ids that have a student twin, R_t the reference's, and A_t is
+as above over those (filler slots take no part in matches or floors); inside a span both teachers put all their
+mass on the row's own token, so A_t = 0 there and the advantage term is carried by the span starts (q variants: the
+row's own token, as the one-hot teacher of DCKD's map). A row whose DPO or reference top-k has no twin adds nothing.
 """
 from __future__ import annotations
 
@@ -60,32 +67,42 @@ DEFAULT_GAMMA = 1.6
 
 
 def fill_reference(dpo_ids: torch.Tensor, dpo_logps: torch.Tensor, ref_ids: torch.Tensor, ref_logps: torch.Tensor,
-                   fill: str = "ref_min") -> torch.Tensor:
+                   fill: str = "ref_min", dpo_valid: torch.Tensor | None = None,
+                   ref_valid: torch.Tensor | None = None) -> torch.Tensor:
     """log π_ref at each of the DPO teacher's top-k ids [N, k], from the reference's own top-k [N, k'].
 
     Ids found in the reference's top-k take its cached log-prob; missing ids take the row's smallest reference
     top-k log-prob (fill="ref_min", paper) or the row's smallest DPO top-k log-prob (fill="dpo_min", authors' code).
-    Ids only in the reference's top-k are dropped (the result is indexed like dpo_ids).
+    Ids only in the reference's top-k are dropped (the result is indexed like dpo_ids). `dpo_valid`/`ref_valid`
+    ([N, k] bool, a teacher of another tokenizer read through the vocabulary map) leave filler slots out of the
+    matches and the floors.
     """
     ref_logps = ref_logps.to(dpo_logps.dtype)
     match = dpo_ids.long()[:, :, None] == ref_ids.long()[:, None, :]  # [N, k, k']
+    if ref_valid is not None:
+        match = match & ref_valid[:, None, :]
     at = torch.where(match, ref_logps[:, None, :], torch.full_like(ref_logps[:, None, :], float("-inf"))).amax(-1)
-    if fill == "ref_min":
-        floor = ref_logps.amin(-1, keepdim=True)
-    elif fill == "dpo_min":
-        floor = dpo_logps.amin(-1, keepdim=True)
+    if fill in ("ref_min", "dpo_min"):
+        src, ok = (ref_logps, ref_valid) if fill == "ref_min" else (dpo_logps, dpo_valid)
+        floor = (src if ok is None else torch.where(ok, src, torch.full_like(src, float("inf")))).amin(-1, keepdim=True)
     else:
         raise ValueError(f"unknown fill rule {fill!r}")
     return torch.where(match.any(-1), at, floor.expand_as(at))
 
 
 def advantages(dpo_ids, dpo_logps, ref_ids=None, ref_logps=None, fill: str = "ref_min",
-               clamp: bool = False) -> torch.Tensor:
+               clamp: bool = False, dpo_valid=None, ref_valid=None) -> torch.Tensor:
     """A_t(a) = log π_dpo(a) − log π_ref(a) on the DPO teacher's top-k [N, k] (see `fill_reference`); with no
     reference (ref_ids None) A_t(a) = log π_dpo(a) (the "w/o reference teacher" ablation). clamp=True clamps to
-    [1e-8, 1 − 1e-8] as the authors' code does."""
-    adv = dpo_logps if ref_ids is None else dpo_logps - fill_reference(dpo_ids, dpo_logps, ref_ids, ref_logps, fill)
-    return adv.clamp(CLAMP_LO, CLAMP_HI) if clamp else adv
+    [1e-8, 1 − 1e-8] as the authors' code does. With validity masks (another tokenizer's teacher) a filler slot, or
+    every slot of a row whose reference has no real slot, is NaN: `mask_invalid` then takes it out of each variant."""
+    adv = dpo_logps if ref_ids is None else dpo_logps - fill_reference(dpo_ids, dpo_logps, ref_ids, ref_logps, fill,
+                                                                       dpo_valid, ref_valid)
+    adv = adv.clamp(CLAMP_LO, CLAMP_HI) if clamp else adv
+    if dpo_valid is None:
+        return adv
+    ok = dpo_valid & (torch.ones_like(dpo_valid) if ref_valid is None else ref_valid.any(-1, keepdim=True))
+    return torch.where(ok, adv, torch.full_like(adv, float("nan")))
 
 
 def student_logps_at(logits, ids: torch.Tensor) -> torch.Tensor:
@@ -114,7 +131,8 @@ def q_softmax_kl(logits, ids: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per state: KL(softmax_K(A) || π_θ) = Σ_{a∈K} p_A(a)(log p_A(a) − log π_θ(a)), π_θ the full softmax [N]."""
     dt = _work_dtype(logits)
     logp = torch.log_softmax(adv.to(dt), dim=-1)
-    return (logp.exp() * (logp - student_logps_at(logits, ids).to(dt))).sum(-1)
+    terms = logp.exp() * (logp - student_logps_at(logits, ids).to(dt))
+    return torch.where(logp.isneginf(), torch.zeros_like(terms), terms).sum(-1)  # a slot left out (A = −inf): 0
 
 
 
@@ -126,24 +144,30 @@ def adpa_loss(chosen: Packed, states: Packed, dpo_topk: dict[str, torch.Tensor],
     """The ADPA loss (or one of its variants); `states` is the Packed of the rollout side `state_side` (may be
     `chosen`); token means over the global step under the trainer's `batch`. Returns (loss, parts)."""
     ids, dpo_logps = dpo_topk["topk_ids"], dpo_topk["topk_logps"].to(_work_dtype(states))
+    dpo_valid = dpo_topk.get("valid")  # present only for a teacher of another tokenizer (topk_from_xtok)
     if variant == "no_ref":
-        adv = advantages(ids, dpo_logps)
+        adv = advantages(ids, dpo_logps, dpo_valid=dpo_valid)
     else:
         if ref_topk is None:
             raise ValueError(f"variant {variant!r} needs the reference teacher's top-k")
-        adv = advantages(ids, dpo_logps, ref_topk["topk_ids"], ref_topk["topk_logps"], fill, clamp)
+        adv = advantages(ids, dpo_logps, ref_topk["topk_ids"], ref_topk["topk_logps"], fill, clamp, dpo_valid,
+                         ref_topk.get("valid"))
     nll = sft_loss(chosen, batch)
-    parts = {"nll": nll, "adv_mean": adv.detach().mean()}
+    ok = ~adv.isnan()
+    parts = {"nll": nll, "adv_mean": adv.detach().nanmean()}
     if variant in ("adpa", "no_ref"):
-        term = token_mean(expected_advantage(states, ids, adv), state_side, batch)
+        term = token_mean(expected_advantage(states, ids, adv.nan_to_num(nan=0.0)), state_side, batch)
         parts["expected_adv"] = term
         loss = nll - gamma * term
     elif variant == "q_argmax":
-        term = token_mean(q_argmax_ce(states, ids, adv), state_side, batch)
+        per_row = q_argmax_ce(states, ids, adv.nan_to_num(nan=float("-inf")))
+        term = token_mean(torch.where(ok.any(-1), per_row, torch.zeros_like(per_row)), state_side, batch)
         parts["q_ce"] = term
         loss = nll + gamma * term
     elif variant == "q_softmax":
-        term = token_mean(q_softmax_kl(states, ids, adv), state_side, batch)
+        per_row = q_softmax_kl(states, ids, torch.where(ok.any(-1, keepdim=True), adv.nan_to_num(nan=float("-inf")),
+                                                        torch.zeros_like(adv)))
+        term = token_mean(torch.where(ok.any(-1), per_row, torch.zeros_like(per_row)), state_side, batch)
         parts["q_kl"] = term
         loss = nll + gamma * term
     else:
@@ -185,6 +209,7 @@ class ADPA(Method):
     display_name = "ADPA"
     citation = "Gao et al. 2025 (ADPA paper, ICLR 2025), eq. 10"
     config_cls = ADPAConfig
+    cross_tokenizer_topk = True  # advantages at span starts through the vocabulary map (module docstring)
     #: side of the rollouts used when state_source == "student"
     student_rollouts = "gen:sft_student"
 

@@ -25,6 +25,14 @@ Discount. `gamma` < 1 gives ψ_t = γ·Φ(s_{t+1}) − Φ(s_t) summed over t WIT
 potential-based shaping in Ng et al.'s sense (the sum no longer telescopes and the optimal policy is not preserved);
 it is an ablation of ours, not the paper's method.
 
+Across tokenizers (a teacher of another family; not in the paper): the teacher is at a state only where both
+tokenizations are, a shared boundary of the character alignment (bench.modeling.alignment). Its potentials are
+held constant between boundaries (bench.signals.xtok.values_from_xtok), so ψ_t is 0 inside an aligned span and
+Φ(b_{g+1}) − Φ(b_g) on the span's last row: potential-based shaping over the boundary states, which telescopes like
+the token-level one (with γ = 1 the sum is the potential of the last shared boundary: the state after EOS when
+neither response was cut). The action value types, γ < 1 and the authors' recipe need a teacher value at every
+student state and stop with one error line.
+
 Value types (Table 5; setting `value_type`), all from the cached DPO-teacher signals:
   state potentials Φ(s), at every state s_1..s_{T+1}:
     "soft"          v_soft = τ·logsumexp(z/τ)                          (the paper's method)
@@ -227,6 +235,21 @@ class TVKD(Method):
     display_name = "TVKD"
     citation = "Kwon et al. 2025 (NeurIPS 2025), eq. 3 / App. B.3 eq. 11"
     config_cls = TVKDConfig
+    cross_tokenizer_values = True  # potentials at the shared boundaries of another tokenizer's teacher (see below)
+
+    def cross_tokenizer_problem(self, cfg) -> str | None:
+        """Across tokenizers the teacher has a state only where both tokenizations do (a shared boundary), so only
+        state potentials that telescope over those states carry across (γ = 1: Σ_t ψ_t is the potential of the last
+        shared boundary whatever states lie between); its logit of a student token does not exist."""
+        if cfg.recipe == "authors":
+            return "recipe='authors' reads the teacher's top-k in the student's vocabulary at every row; use recipe=paper"
+        if cfg.value_type in ACTION_VALUE_TYPES:
+            return (f"value_type={cfg.value_type} needs the teacher's logit of each student token, which another "
+                    f"tokenizer does not have; use a state value ({', '.join(STATE_VALUE_TYPES)})")
+        if cfg.gamma != 1.0:
+            return (f"gamma={cfg.gamma}: the teacher's potentials exist only at shared boundaries and the discounted "
+                    "shaping does not telescope over them; use gamma=1")
+        return None
 
     def sides(self, cfg):
         return ("chosen", "rejected")

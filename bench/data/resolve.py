@@ -110,7 +110,8 @@ def sft_from_chosen(bundle: DatasetBundle) -> DatasetBundle:
 
 
 def resolve_dataset(name_or_path: str, seed: int = 0, sizes: dict | None = None,
-                    local_path: str | None = None, *, revision: str | None = None) -> DatasetBundle:
+                    local_path: str | None = None, *, revision: str | None = None,
+                    families: list[str] | None = None) -> DatasetBundle:
     """A DatasetBundle for a dataset name, an HF id of a known adapter, or a local path.
 
     ``sizes`` caps each split (deterministic, seeded); ``local_path`` makes a named hub dataset load from a
@@ -131,7 +132,10 @@ def resolve_dataset(name_or_path: str, seed: int = 0, sizes: dict | None = None,
                 raise BenchError("the embedded suite (bench.data.suite) is not available in this installation; "
                                  "use a named dataset or a local file") from None
             raise
-        return build_suite(seed=seed, sizes=sizes)
+        return build_suite(seed=seed, sizes=sizes, families=families)
+    if families is not None:
+        raise BenchError(f"'families' selects task families of the embedded suite only; drop it for dataset "
+                         f"'{name}'")
 
     adapter = find_adapter(name)
     if adapter is not None:

@@ -62,7 +62,7 @@ class Pipeline(SignalStages):
         # The data (splits, test prompts, caps) comes from the preset's fixed `data_seed`, never the run's seed: the
         # seeds of one table share the teacher stages, the signals and the test prompts; `--seed` seeds the student.
         self.data_seed = data_seed(self.preset)
-        bundle = resolve_dataset(cfg.dataset, seed=self.data_seed, sizes=sizes)
+        bundle = resolve_dataset(cfg.dataset, seed=self.data_seed, sizes=sizes, families=self.preset.get("families"))
         if self.preset.get("sft_dataset") and not bundle.split("sft"):
             bundle = merge_bundles(bundle, resolve_dataset(self.preset["sft_dataset"], seed=self.data_seed,
                                                            sizes=sizes))
@@ -87,7 +87,7 @@ class Pipeline(SignalStages):
         if same_vocab(teacher_tok, self.tok):
             check_embedding_sizes(self.teacher, cfg.student, len(self.tok))
         else:
-            check_cross_tokenizer(cfg.method, self.teacher, cfg.student)
+            check_cross_tokenizer(cfg.method, self.teacher, cfg.student, cfg.method_settings)
             self.tenc = self._encoder(teacher_tok, self.teacher_preset)
         self.k = self.preset.get("k", 50)
         check_k(self.k, len(self.tok))
@@ -327,7 +327,7 @@ class Pipeline(SignalStages):
                                             *spec.args[1:])
             elif spec.kind == "xtok":
                 entry = self.xtok_entry(role, spec.side, split, alias, precision)
-            elif spec.kind == "topk" and role in TEACHER_ROLES and self.tenc is not self.enc:
+            elif spec.kind in ("topk", "values") and role in TEACHER_ROLES and self.tenc is not self.enc:
                 labels = self.side_pairs(split, spec.side, alias)
                 entry = XTopkView(self.xtok_entry(role, spec.side, split, alias, precision), lambda i, p=labels: p[i][1])
             else:

@@ -29,18 +29,26 @@ XTOK_MODULES = ("bench.signals.xtok", "bench.modeling.alignment")
 
 def cross_tokenizer_ready(method, cfg) -> bool:
     """Whether a method can train a student whose teacher has another tokenizer: it reads teacher signals only as
-    `xtok` (projected through the alignment), or as `topk` through the vocabulary map when it declares that sound
-    (forward-KL losses); teacher generations (SeqKD) reach it as re-tokenized text."""
-    ok = ("xtok", "topk") if method.cross_tokenizer_topk else ("xtok",)
+    `xtok` (projected through the alignment), as `topk` through the vocabulary map when it declares that sound
+    (forward-KL losses, ADPA's advantages at span starts), or as `values` held between shared boundaries when it
+    declares that (TVKD's telescoping potentials); teacher generations (SeqKD) reach it as re-tokenized text."""
+    ok = {"xtok"} | ({"topk"} if method.cross_tokenizer_topk else set()) | (
+        {"values"} if method.cross_tokenizer_values else set())
     return all(spec.kind in ok for spec in method.signals(cfg) if spec.model in TEACHER_ROLES)
 
 
-def check_cross_tokenizer(method_name: str, teacher: str, student: str) -> None:
-    """One error line, before any work, for a method that cannot cross tokenizers, naming those that can."""
+def check_cross_tokenizer(method_name: str, teacher: str, student: str, settings: dict | None = None) -> None:
+    """One error line, before any work, for a method that cannot cross tokenizers (or not with these settings),
+    naming those that can."""
     from bench.registry import get_method, method_names
 
     method = get_method(method_name)
-    if cross_tokenizer_ready(method, method.make_config()):
+    mcfg = method.make_config(settings or {})
+    problem = method.cross_tokenizer_problem(mcfg)
+    if problem:
+        raise BenchError(f"method '{method_name}' across tokenizers (teacher '{teacher}', student '{student}'): "
+                         f"{problem}")
+    if cross_tokenizer_ready(method, mcfg):
         return
     ready = sorted(n for n in method_names() if cross_tokenizer_ready(get_method(n), get_method(n).make_config()))
     raise BenchError(f"method '{method_name}' reads the teacher's token-level signals in the student's vocabulary, "
@@ -196,9 +204,8 @@ class SignalStages:
         tenc = self.enc_for(role)
         rows, texts = self.split_rows(split), self.side_texts(split, side, alias)
         s_pairs = self.side_pairs(split, side, alias)
-        t_tok = [tokenize_response(tenc.tokenizer, t, tenc.max_response_len) if t.strip() else None for t in texts]
-        if any(t is None for t in t_tok):
-            raise BenchError(f"{split}/{side} has empty responses; the cross-tokenizer signals need text to align")
+        # an empty response (a rollout that stopped at once) is EOS alone on both sides: one EOS group
+        t_tok = [tokenize_response(tenc.tokenizer, t, tenc.max_response_len) for t in texts]
         t_pairs = [(tenc.prompt_ids(r["prompt"], r["id"]), t.ids) for r, t in zip(rows, t_tok)]
         s_tok = [offsets_for_ids(self.tok, text, resp, self.tok.eos_token_id) for text, (_, resp) in zip(texts, s_pairs)]
         key = {**self.signal_key(role, t_pairs, precision, tenc), "kind": "xtok", "student": token_hash(s_pairs),
@@ -219,7 +226,8 @@ class SignalStages:
             for i, ((_, resp), g) in enumerate(zip(s_pairs, groups)):
                 top = rows_t["topk"].rows[i]
                 writers["xtok"].add(**project_example(g, len(resp), top["topk_ids"], top["topk_logps"],
-                                                      rows_t["logps"].rows[i]["logps"], to_student, share))
+                                                      rows_t["logps"].rows[i]["logps"], to_student, share,
+                                                      rows_t["values"].rows[i]))
             self.timings[f"signals:{role}:{side}"] = time.perf_counter() - t0
             del model
             gc.collect()

@@ -15,6 +15,12 @@ One entry row per student response token (so the trainer gathers it like any sig
                             positional pairing), −inf beyond the shorter response
   pos_valid  [N] bool
   match_share [N] float32   the share of the teacher vocabulary with a student twin (the same on every row)
+  first_<v>  [N] float32    the teacher's state value v (v_soft, v_lse, v_max, v_expect, v_margin: `values` kind) at
+                            the prompt's end, the same on every row of an example
+  after_<v>  [N] float32    v at the state after the row, held between shared boundaries: a row that ends a group
+                            has the teacher's value after the group's last teacher token; any other row the value
+                            at the last shared boundary before it (potentials exist only where both tokenizations
+                            are at a state, so TVKD's shaping telescopes over the boundaries: `XValuesView`)
 The teacher's top-k come sorted (descending). Groups follow the alignment's shared boundaries exactly: when the two
 tokenizers agree everywhere (the same tokenizer) every row is a one-token group and `topk_sids` are `topk_ids`.
 """
@@ -27,8 +33,10 @@ import torch
 
 from bench.modeling.alignment import align_offsets
 
+STATE_VALUE_FIELDS = ("v_soft", "v_lse", "v_max", "v_expect", "v_margin")  # the `values` kind but z_label
 XTOK_FIELDS = ("first", "group", "topk_ids", "topk_sids", "topk_logps", "later", "span_logp", "pos_logps",
-               "pos_valid", "match_share")
+               "pos_valid", "match_share", *(f"first_{v}" for v in STATE_VALUE_FIELDS),
+               *(f"after_{v}" for v in STATE_VALUE_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -76,11 +84,32 @@ def span_groups(s: Tokenized | None, t: Tokenized) -> list[tuple[tuple[int, int]
     return groups
 
 
+def held_values(groups, n_student: int, t_values: dict[str, torch.Tensor], dt: torch.dtype) -> dict[str, torch.Tensor]:
+    """`first_<v>` and `after_<v>` rows of one example from the teacher's [T+1] state values (see the module
+    docstring): group g = ((s0, s1), (t0, t1)) sets rows s0..s1−2 to the value at teacher state t0 (the group's
+    start, a shared boundary) and row s1−1 to the value at state t1; rows after the last group hold its end."""
+    out = {}
+    for v in STATE_VALUE_FIELDS:
+        tv = t_values[v].to(dt)
+        after = torch.full((n_student,), float(tv[0]), dtype=dt)
+        last_end = 0
+        for (s0, s1), (t0, t1) in groups:
+            after[s0:s1 - 1] = tv[t0]
+            after[s1 - 1] = tv[t1]
+            last_end = s1
+        if groups:
+            after[last_end:] = tv[groups[-1][1][1]]
+        out[f"first_{v}"] = torch.full((n_student,), float(tv[0]), dtype=dt)
+        out[f"after_{v}"] = after
+    return out
+
+
 def project_example(groups, n_student: int, t_topk_ids: torch.Tensor, t_topk_logps: torch.Tensor,
-                    t_logps: torch.Tensor, to_student: torch.Tensor, match_share: float = 0.0
-                    ) -> dict[str, torch.Tensor]:
+                    t_logps: torch.Tensor, to_student: torch.Tensor, match_share: float = 0.0,
+                    t_values: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The `xtok` rows of one example from the teacher's rows ([T, k] top-k ids and log-probs, [T] log-probs of the
-    actual teacher tokens) and its groups; `to_student` maps teacher ids to student ids (−1: none)."""
+    actual teacher tokens, [T+1] state values; values absent: NaN) and its groups; `to_student` maps teacher ids to
+    student ids (−1: none)."""
     k = t_topk_ids.shape[1]
     dt = torch.promote_types(t_topk_logps.dtype, torch.float32)  # the cache writes float32; tests pass float64
     out = {
@@ -110,6 +139,9 @@ def project_example(groups, n_student: int, t_topk_ids: torch.Tensor, t_topk_log
     out["pos_logps"][:n] = t_topk_logps[:n]
     out["pos_valid"] = torch.arange(n_student) < n
     out["match_share"] = torch.full((n_student,), float(match_share), dtype=dt)
+    if t_values is None:
+        t_values = {v: torch.full((t_topk_logps.shape[0] + 1,), float("nan")) for v in STATE_VALUE_FIELDS}
+    out.update(held_values(groups, n_student, t_values, dt))
     return out
 
 
@@ -154,13 +186,15 @@ def topk_from_xtok(x: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str
         span fixes how it continues, so the teacher is taken to agree with the response there);
       - the other slots repeat the row's first id with zero teacher mass (log-prob FILLER_LOGP): the student's rest
         bin is the mass outside the set of ids (`bench.tensors.student_bins`), so a repeat adds no bin and the
-        forward KL is exactly the one over the real bins plus the rest."""
+        forward KL is exactly the one over the real bins plus the rest; `valid` [N, k] marks the real slots (ADPA
+        reads only those)."""
     first = x["first"].bool()
     sids, lp = x["topk_sids"].long(), x["topk_logps"].to(torch.float32)
     n, k = sids.shape
     ids = torch.empty(n, k, dtype=torch.int32)
     logps = torch.full((n, k), FILLER_LOGP, dtype=torch.float32)
     tail = torch.zeros(n, dtype=torch.float32)
+    valid = torch.zeros(n, k, dtype=torch.bool)
     for i in range(n):
         if first[i]:
             keep = sids[i] >= 0
@@ -171,12 +205,26 @@ def topk_from_xtok(x: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str
         pad = int(real[0]) if len(real) else int(labels[i])
         ids[i] = torch.tensor(real.tolist() + [pad] * (k - len(real)), dtype=torch.int32)
         logps[i, :len(real)] = real_lp
-    return {"topk_ids": ids, "topk_logps": logps, "tail": tail}
+        valid[i, :len(real)] = True
+    return {"topk_ids": ids, "topk_logps": logps, "tail": tail, "valid": valid}
+
+
+def values_from_xtok(x: dict[str, torch.Tensor], lengths: list[int]) -> dict[str, torch.Tensor]:
+    """The cache's `values` layout ([T+1] states per example: the prompt's end, then after each row) from `xtok` rows
+    of examples with `lengths` rows each; z_label is NaN (no teacher logit exists for a student token)."""
+    out, start = {v: [] for v in STATE_VALUE_FIELDS}, 0
+    for n in lengths:
+        for v in STATE_VALUE_FIELDS:
+            out[v] += [x[f"first_{v}"][start:start + 1], x[f"after_{v}"][start:start + n]]
+        start += n
+    values = {v: torch.cat(parts).to(torch.float32) for v, parts in out.items()}
+    values["z_label"] = torch.full_like(values["v_soft"], float("nan"))
+    return values
 
 
 class XTopkView:
-    """A signal entry that serves `topk` gathers from an `xtok` entry (see `topk_from_xtok`); `labels_of(i)` gives
-    example i's student response ids."""
+    """A signal entry that serves `topk` gathers (`topk_from_xtok`) and `values` gathers (`values_from_xtok`) from an
+    `xtok` entry; `labels_of(i)` gives example i's student response ids."""
 
     def __init__(self, entry, labels_of):
         self.entry, self.labels_of, self.manifest, self.path = entry, labels_of, entry.manifest, entry.path
@@ -185,7 +233,9 @@ class XTopkView:
         return self.gather(kind, [i])
 
     def gather(self, kind: str, indices: list[int]) -> dict[str, torch.Tensor]:
-        if kind != "topk":
-            raise ValueError(f"a cross-tokenizer teacher serves top-k only, not '{kind}'")
-        labels = torch.cat([torch.as_tensor(self.labels_of(i), dtype=torch.long) for i in indices])
-        return topk_from_xtok(self.entry.gather("xtok", indices), labels)
+        labels = [torch.as_tensor(self.labels_of(i), dtype=torch.long) for i in indices]
+        if kind == "topk":
+            return topk_from_xtok(self.entry.gather("xtok", indices), torch.cat(labels))
+        if kind == "values":
+            return values_from_xtok(self.entry.gather("xtok", indices), [len(x) for x in labels])
+        raise ValueError(f"a cross-tokenizer teacher serves top-k and state values only, not '{kind}'")

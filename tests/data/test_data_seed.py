@@ -59,3 +59,33 @@ def test_second_seed_reuses_every_teacher_stage_and_signal(tiny_dpo_run, tmp_pat
     assert run.manifest["seed"] == 1 and "-s1-" in run.path.name
     assert run.manifest["data_hashes"] == tiny_dpo_run[0].manifest["data_hashes"]
     assert run.manifest["model_identities"] == tiny_dpo_run[0].manifest["model_identities"]
+
+
+def test_families_keep_only_those_task_families(tiny_dirs, tiny_run_config, tmp_path):
+    base = Pipeline(tiny_run_config(tmp_path))
+    sub = Pipeline(tiny_run_config(tmp_path, stage_overrides={"families": ["max", "last"]}))
+    for split in ("sft", "pref_train", "pref_val", "test"):
+        rows = sub.split_rows(split)
+        fams = [r["id"].split("-")[0] for r in rows]
+        assert set(fams) == {"last", "max"} and len(rows) == len(base.split_rows(split)), split
+        assert abs(fams.count("last") - fams.count("max")) <= 1  # shared out evenly, registry order first
+    assert sub.bundle.hash != base.bundle.hash and sub.model_key("ref_teacher") != base.model_key("ref_teacher")
+    # naming every family is the default suite: the same data and keys
+    from bench.data.suite import FAMILIES
+    full = Pipeline(tiny_run_config(tmp_path, stage_overrides={"families": list(FAMILIES)}))
+    assert full.bundle.hash == base.bundle.hash
+
+
+@pytest.mark.parametrize("value,needle", [(["max", "nope"], "unknown nope"), ("max", "non-empty list"),
+                                          ([], "non-empty list")])
+def test_bad_families_fail_with_one_line(tiny_dirs, tiny_run_config, tmp_path, value, needle):
+    with pytest.raises(BenchError, match=needle) as e:
+        Pipeline(tiny_run_config(tmp_path, stage_overrides={"families": value}))
+    assert "\n" not in str(e.value)
+
+
+def test_families_apply_to_the_embedded_suite_only():
+    from bench.data.resolve import resolve_dataset
+
+    with pytest.raises(BenchError, match="embedded suite only"):
+        resolve_dataset("dpo-mix-7k", families=["max"])

@@ -80,8 +80,7 @@ def _family_items(seed: int, split: str, name: str, count: int, seen: set[str]) 
     return items
 
 
-def _split_rows(seed: int, split: str, n: int, seen: set[str]) -> list[dict]:
-    names = list(FAMILIES)
+def _split_rows(seed: int, split: str, n: int, seen: set[str], names: list[str]) -> list[dict]:
     counts = {name: n // len(names) + (1 if i < n % len(names) else 0) for i, name in enumerate(names)}
     per_family = {name: _family_items(seed, split, name, counts[name], seen) for name in names}
     order = [FAILURE_CYCLE[j % len(FAILURE_CYCLE)] for j in range(n)]  # then shuffled across families
@@ -110,13 +109,29 @@ def _split_rows(seed: int, split: str, n: int, seen: set[str]) -> list[dict]:
     return rows
 
 
-def build_suite(seed: int = 0, sizes: dict[str, int] | None = None) -> DatasetBundle:
-    """The embedded benchmark as a bundle named "embedded" with splits sft, pref_train, pref_val, test."""
+def _resolve_families(families) -> list[str]:
+    """The families to build, in registry order (None: all). A family's rows do not depend on which others are
+    built beside it, except through the sizes each one gets and prompts another family drew first."""
+    if families is None:
+        return list(FAMILIES)
+    if isinstance(families, str) or not isinstance(families, (list, tuple)) or not families:
+        raise BenchError(f"suite families must be a non-empty list of family names, got {families!r}; "
+                         f"e.g. [last, max, numword] (known: {', '.join(FAMILIES)})")
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise BenchError(f"suite families: unknown {', '.join(map(str, unknown))}; known: {', '.join(FAMILIES)}")
+    return [name for name in FAMILIES if name in families]
+
+
+def build_suite(seed: int = 0, sizes: dict[str, int] | None = None, families: list[str] | None = None) -> DatasetBundle:
+    """The embedded benchmark as a bundle named "embedded" with splits sft, pref_train, pref_val, test;
+    ``families`` keeps only those task families (each split's rows shared out among them)."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise BenchError(f"suite seed must be an integer, got {seed!r}")
     resolved = _resolve_sizes(sizes)
+    names = _resolve_families(families)
     seen: set[str] = set()
-    splits = {split: _split_rows(seed, split, resolved[split], seen) for split in GENERATION_ORDER}
+    splits = {split: _split_rows(seed, split, resolved[split], seen, names) for split in GENERATION_ORDER}
     return DatasetBundle(name=SUITE_NAME, version=SUITE_VERSION,
                          splits={s: splits[s] for s in ("sft", "pref_train", "pref_val", "test")})
 

@@ -24,7 +24,7 @@ setup: $(STAMP)
 
 # Main job: the embedded benchmark at demo scale (configs/runs/demo.yaml): the teacher side once, the student's
 # on-policy pairs, then SFT, DPO and DCKD students (one seed; one cell at a time on every core), then the leaderboard
-# with DPO as the paired baseline and its plot. Measured on a fresh clone, 2 cores: 12 min 42 s with set-up
+# with DPO as the paired baseline and its plot. Measured on a fresh clone, 2 cores: 10 min 9 s with set-up
 # (README). The tuned 9 methods x 3 seeds table is `bench sweep embedded-tuned` (README).
 demo: setup
 	OMP_NUM_THREADS=2 $(BIN)/bench sweep --preset demo --methods sft,dpo,dckd --seeds 0 --runs runs/demo

@@ -93,7 +93,9 @@ def bars(groups: list[dict], out: Path) -> Path:
                 if key in refs:
                     ax.axhline(100 * refs[key], linestyle=style, color=color, linewidth=1.2, zorder=3,
                                label=f"{text}: {100 * refs[key]:.1f}")
-            if refs:
+            if refs:  # room above 100% for the legend, so no reference line runs under it
+                ax.set_ylim(0, 100 + 11 * len(refs))
+                ax.set_yticks(range(0, 101, 20))
                 ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
         ax.spines[["top", "right"]].set_visible(False)
     fig.suptitle("mean over seeds, error bars: 95% interval; n = seeds", fontsize=9)

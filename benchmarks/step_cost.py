@@ -14,9 +14,9 @@ methods  The embedded student (smollm2-135m-l12) takes one optimizer step (colla
          profiler's allocation events; not wall-clock): activations, logits chunks, gradients.
 large    V = 128,256 (Llama-3 vocabulary), ~1k response tokens per side, a small random 2-layer body: SFT and
          DCKD steps with the chunked head against the dense [N, V] logits, time and tensor peak.
-signals  Bytes per token of a k = 50 cache entry, and the precompute's throughput (top-k, log-probs and values of
-         every response position, written to disk) against a plain teacher forward (HF `model(...)`, logits of
-         every position) over the same tokens, interleaved.
+signals  Bytes per token of a k = 50 cache entry (and of a cross-tokenizer `xtok` entry per student token), and the
+         precompute's throughput (top-k, log-probs and values of every response position, written to disk) against
+         a plain teacher forward (HF `model(...)`, logits of every position) over the same tokens, interleaved.
 The last line is a JSON object with every ratio.
 """
 from __future__ import annotations
@@ -189,15 +189,19 @@ def signals_part(args, log) -> dict:
             with autocast(precision, seq_len=b.input_ids.shape[1]):
                 teacher(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
 
+    xtok = bytes_per_token(W.xtok_entry(teacher, p, tmp / "xtok", pad_id=tok.pad_token_id, precision=precision))
     times = interleaved({"precompute": precompute, "plain forward": plain}, max(3, args.repeats // 2))
     ratio = median(times["plain forward"]) / median(times["precompute"])
     log("\nsignal cache (k=50): " + ", ".join(f"{k} {v:.1f} B/token" for k, v in bpt.items())
         + f"; top-k + logps = {bpt['topk'] + bpt['logps']:.1f} B/token")
+    log(f"cross-tokenizer entry (xtok, k=50, a teacher of another tokenizer projected onto the student's rows): "
+        f"{xtok['xtok']:.1f} B per student token")
     log(f"precompute {tokens / median(times['precompute']):.0f} tokens/s vs plain teacher forward "
         f"{tokens / median(times['plain forward']):.0f} tokens/s: {ratio:.2f}× ({precision}, {len(p)} sequences)")
     log(load_avg())
     return {"bytes_per_token": {k: round(v, 1) for k, v in bpt.items()},
             "topk_plus_logps_bytes_per_token": round(bpt["topk"] + bpt["logps"], 1),
+            "xtok_bytes_per_student_token": round(xtok["xtok"], 1),
             "precompute_over_plain_forward_throughput": round(ratio, 3)}
 
 

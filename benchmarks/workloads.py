@@ -41,6 +41,25 @@ def signal_entry(model, pairs, out: Path, *, pad_id: int, precision: str, k: int
     return SignalEntry(write_entry(out, {"benchmark": str(out)}, fill))
 
 
+def xtok_entry(model, pairs, out: Path, *, pad_id: int, precision: str, k: int = 50, tau: float = 2.0,
+               batch_size: int = 8) -> SignalEntry:
+    """A real `xtok` entry (bench.signals.xtok) of `model` over `pairs`, every row its own span: the stored layout and
+    bytes of a cross-tokenizer teacher's entry per student row (they do not depend on where the spans fall)."""
+    from bench.signals.xtok import RowCollector, project_example
+
+    def fill(writers):
+        rows = {kind: RowCollector() for kind in ("topk", "logps", "values")}
+        compute_side_signals(model, pairs, rows, k=k, tau=tau, pad_id=pad_id, batch_size=batch_size,
+                             model_key=str(out), desc="signals", autocast=lambda L: autocast(precision, seq_len=L))
+        ident = torch.arange(model.config.vocab_size)
+        for i, (_, resp) in enumerate(pairs):
+            n = len(resp)
+            writers["xtok"].add(**project_example([((j, j + 1), (j, j + 1)) for j in range(n)], n,
+                                                  rows["topk"].rows[i]["topk_ids"], rows["topk"].rows[i]["topk_logps"],
+                                                  rows["logps"].rows[i]["logps"], ident, 1.0, rows["values"].rows[i]))
+    return SignalEntry(write_entry(out, {"benchmark": str(out), "kind": "xtok"}, fill))
+
+
 def train_data(pairs: dict, signals: dict[str, tuple[SignalEntry, str, str]]) -> TrainData:
     n = len(next(iter(pairs.values())))
     return TrainData(n=n, sides=dict(pairs), signals=signals)

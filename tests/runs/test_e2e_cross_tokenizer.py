@@ -93,7 +93,8 @@ def test_projected_signals_are_the_teachers_own_forward_at_span_starts(runs, tin
         batch = pad_batch([(pipe.tenc.prompt_ids(rows[i]["prompt"], rows[i]["id"]), t.ids)],
                           pipe.tenc.tokenizer.pad_token_id)
         with torch.no_grad():
-            logp = torch.log_softmax(packed_forward(model, batch, chunked=False).logits.double(), -1)
+            z = packed_forward(model, batch, chunked=False).logits.double()
+            logp = torch.log_softmax(z, -1)
         x = entry.example("xtok", i)
         assert x["first"].shape[0] == len(s_pairs[i][1])
         groups = span_groups(s, t)
@@ -106,6 +107,10 @@ def test_projected_signals_are_the_teachers_own_forward_at_span_starts(runs, tin
             later = sum(float(logp[j, t.ids[j]]) for j in range(t0 + 1, t1))
             assert float(x["later"][s0]) == pytest.approx(later, abs=1e-4)
             assert (x["group"][s0:s1] == x["group"][s0]).all()
+            if t1 < z.shape[0]:  # the state after the span, held on its last row (TVKD's potential there)
+                assert float(x["after_v_lse"][s1 - 1]) == pytest.approx(float(torch.logsumexp(z[t1], -1)), rel=1e-5)
+                assert float(x["after_v_max"][s1 - 2 if s1 - s0 > 1 else s1 - 1]) == pytest.approx(
+                    float(z[t0 if s1 - s0 > 1 else t1].max()), rel=1e-5)  # an inner row holds the span's start
             spans += 1
     assert spans > 0
 
@@ -122,3 +127,10 @@ def test_xtok_with_one_tokenizer_is_the_plain_top_k(runs, tiny_dirs):
     assert torch.equal(x["topk_ids"], top["topk_ids"].int()) and torch.equal(x["topk_sids"], x["topk_ids"])
     assert torch.allclose(x["topk_logps"], top["topk_logps"].float())
     assert float(x["match_share"][0]) == 1.0
+    from bench.signals.xtok import STATE_VALUE_FIELDS, values_from_xtok
+
+    lengths = [len(pipe.side_pairs("pref_train", "chosen", alias)[i][1]) for i in range(3)]
+    held = values_from_xtok(x, lengths)  # every row its own span: the held values are the values signal itself
+    plain = pipe.signal_entry("dpo_teacher", "chosen", "pref_train", alias).gather("values", [0, 1, 2])
+    for v in STATE_VALUE_FIELDS:
+        assert torch.equal(held[v], plain[v].float()), v

@@ -186,6 +186,9 @@ class Method:
     #: its teacher `values` signals may come from a teacher of another tokenizer, as potentials at the shared
     #: boundaries held in between (bench.signals.xtok.values_from_xtok; sound for telescoping state potentials)
     cross_tokenizer_values: ClassVar[bool] = False
+    #: it reads teacher `logps` signals only as per-sequence sums, which a teacher of another tokenizer gives as the
+    #: log-prob of the same text (bench.signals.xtok.logps_from_xtok)
+    cross_tokenizer_sequence_logps: ClassVar[bool] = False
 
     def cross_tokenizer_problem(self, cfg) -> str | None:
         """Why these settings cannot run across tokenizers although the method can (one line naming the fix)."""

@@ -7,6 +7,8 @@ onto a teacher reward margin,
 
 Every frozen quantity is a cached per-token `logps` signal: π_sref ("reference"), π_dpo ("dpo_teacher") and
 π_ref ("ref_teacher") on the chosen and rejected responses. One policy pass per side, no teacher distribution.
+Only their per-sequence sums enter the loss, so a teacher of another tokenizer serves them as the log-probs of the
+same text (bench.signals.xtok.logps_from_xtok: the aligned text, all of it unless a side was cut).
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ class DDPO(Method):
     display_name = "DDPO"
     citation = "Fisch et al. 2024, Robust Preference Optimization through Reward Model Distillation"
     config_cls = DDPOConfig
+    cross_tokenizer_sequence_logps = True  # the teachers' sequence log-probs do not depend on the tokenizer
 
     def sides(self, cfg):
         return SIDES

@@ -327,7 +327,8 @@ class Pipeline(SignalStages):
                                             *spec.args[1:])
             elif spec.kind == "xtok":
                 entry = self.xtok_entry(role, spec.side, split, alias, precision)
-            elif spec.kind in ("topk", "values") and role in TEACHER_ROLES and self.tenc is not self.enc:
+            elif (spec.kind in ("topk", "values", "logps") and role in TEACHER_ROLES and self.tenc is not self.enc
+                  and enc in (None, self.enc)):  # the student reads a teacher of another tokenizer
                 labels = self.side_pairs(split, spec.side, alias)
                 entry = XTopkView(self.xtok_entry(role, spec.side, split, alias, precision), lambda i, p=labels: p[i][1])
             else:

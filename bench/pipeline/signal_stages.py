@@ -30,10 +30,12 @@ XTOK_MODULES = ("bench.signals.xtok", "bench.modeling.alignment")
 def cross_tokenizer_ready(method, cfg) -> bool:
     """Whether a method can train a student whose teacher has another tokenizer: it reads teacher signals only as
     `xtok` (projected through the alignment), as `topk` through the vocabulary map when it declares that sound
-    (forward-KL losses, ADPA's advantages at span starts), or as `values` held between shared boundaries when it
-    declares that (TVKD's telescoping potentials); teacher generations (SeqKD) reach it as re-tokenized text."""
+    (forward-KL losses, ADPA's advantages at span starts), as `values` held between shared boundaries when it
+    declares that (TVKD's telescoping potentials), or as `logps` when it only sums them per sequence (DDPO); teacher
+    generations (SeqKD) reach it as re-tokenized text."""
     ok = {"xtok"} | ({"topk"} if method.cross_tokenizer_topk else set()) | (
-        {"values"} if method.cross_tokenizer_values else set())
+        {"values"} if method.cross_tokenizer_values else set()) | (
+        {"logps"} if method.cross_tokenizer_sequence_logps else set())
     return all(spec.kind in ok for spec in method.signals(cfg) if spec.model in TEACHER_ROLES)
 
 

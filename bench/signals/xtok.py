@@ -222,9 +222,16 @@ def values_from_xtok(x: dict[str, torch.Tensor], lengths: list[int]) -> dict[str
     return values
 
 
+def logps_from_xtok(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The cache's `logps` layout from `xtok` rows for methods that read only per-sequence sums of it: a span's log-prob
+    on its first row, 0 elsewhere, so a response's sum is the teacher's log-prob of its aligned text (all of it, EOS
+    included, when neither side was cut): a sequence log-prob does not depend on the tokenizer."""
+    return {"logps": torch.where(x["first"].bool(), x["span_logp"].to(torch.float32), torch.zeros(()))}
+
+
 class XTopkView:
-    """A signal entry that serves `topk` gathers (`topk_from_xtok`) and `values` gathers (`values_from_xtok`) from an
-    `xtok` entry; `labels_of(i)` gives example i's student response ids."""
+    """A signal entry that serves `topk` (`topk_from_xtok`), `values` (`values_from_xtok`) and `logps`
+    (`logps_from_xtok`) gathers from an `xtok` entry; `labels_of(i)` gives example i's student response ids."""
 
     def __init__(self, entry, labels_of):
         self.entry, self.labels_of, self.manifest, self.path = entry, labels_of, entry.manifest, entry.path
@@ -238,4 +245,6 @@ class XTopkView:
             return topk_from_xtok(self.entry.gather("xtok", indices), torch.cat(labels))
         if kind == "values":
             return values_from_xtok(self.entry.gather("xtok", indices), [len(x) for x in labels])
-        raise ValueError(f"a cross-tokenizer teacher serves top-k and state values only, not '{kind}'")
+        if kind == "logps":
+            return logps_from_xtok(self.entry.gather("xtok", indices))
+        raise ValueError(f"a cross-tokenizer teacher serves top-k, state values and sequence log-probs, not '{kind}'")

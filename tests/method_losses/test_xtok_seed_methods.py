@@ -248,3 +248,10 @@ def test_adpa_q_argmax_through_the_map_picks_the_best_twin_and_the_own_token_ins
     # A(3) = −2.0 − (−2.2) = 0.2 → 0; rows 1 and 3: their own tokens 4 and 2
     want = -(logp[0, 2] + logp[1, 4] + logp[2, 0] + logp[3, 2]).item() / 4
     assert parts["q_ce"] == pytest.approx(want, abs=1e-9)
+
+
+def test_sequence_logps_of_another_tokenizer_sum_the_spans():
+    from bench.signals.xtok import logps_from_xtok
+
+    x = {"first": torch.tensor([True, False, True]), "span_logp": torch.tensor([-1.0, -9.0, -2.5])}
+    assert logps_from_xtok(x)["logps"].tolist() == [-1.0, 0.0, -2.5]  # per sequence: the span log-probs' sum

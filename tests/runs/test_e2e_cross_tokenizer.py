@@ -26,7 +26,7 @@ def cfg(runs, method="uld", teacher=XT) -> RunConfig:
     return RunConfig(method=method, student="tiny-random-student", teacher=teacher, preset="tiny", runs_dir=str(runs))
 
 
-@pytest.mark.parametrize("method", ["uld", "gold", "seq_kd", "dpo", "vanilla_kd", "dckd", "tvkd", "adpa"])
+@pytest.mark.parametrize("method", ["uld", "gold", "seq_kd", "dpo", "vanilla_kd", "dckd", "tvkd", "adpa", "ddpo"])
 def test_cross_tokenizer_methods_run_end_to_end(method, runs, tiny_dirs):
     from cli import app
 
@@ -77,7 +77,7 @@ def test_teacher_stages_read_the_teachers_own_tokenization(runs, tiny_dirs):
 def test_projected_signals_are_the_teachers_own_forward_at_span_starts(runs, tiny_dirs):
     from bench.modeling.forward import packed_forward, pad_batch
     from bench.pipeline.graph import Pipeline
-    from bench.signals.xtok import offsets_for_ids, span_groups, tokenize_response
+    from bench.signals.xtok import logps_from_xtok, offsets_for_ids, span_groups, tokenize_response
 
     pipe = Pipeline(cfg(runs))
     entry = pipe.xtok_entry("dpo_teacher", "chosen", "pref_train", {"reference": "sft_student"})
@@ -85,7 +85,7 @@ def test_projected_signals_are_the_teachers_own_forward_at_span_starts(runs, tin
     assert align["student_rows"] > 0 and 0.5 < align["start_share"] <= 1.0
     model = pipe.load("dpo_teacher")
     rows, s_pairs = pipe.split_rows("pref_train"), pipe.side_pairs("pref_train", "chosen", {})
-    spans = 0
+    spans = whole = 0
     for i in range(4):
         text = rows[i]["chosen"]
         t = tokenize_response(pipe.tenc.tokenizer, text, pipe.tenc.max_response_len)
@@ -112,7 +112,11 @@ def test_projected_signals_are_the_teachers_own_forward_at_span_starts(runs, tin
                 assert float(x["after_v_max"][s1 - 2 if s1 - s0 > 1 else s1 - 1]) == pytest.approx(
                     float(z[t0 if s1 - s0 > 1 else t1].max()), rel=1e-5)  # an inner row holds the span's start
             spans += 1
-    assert spans > 0
+        if groups and groups[-1][1][1] == len(t.ids):  # the whole response aligned: the sequence log-prob is exact
+            seq = float(logps_from_xtok(x)["logps"].double().sum())
+            assert seq == pytest.approx(sum(float(logp[j, t.ids[j]]) for j in range(len(t.ids))), abs=1e-4)
+            whole += 1
+    assert spans > 0 and whole > 0
 
 
 def test_xtok_with_one_tokenizer_is_the_plain_top_k(runs, tiny_dirs):

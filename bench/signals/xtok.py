@@ -20,7 +20,7 @@ One entry row per student response token (so the trainer gathers it like any sig
   after_<v>  [N] float32    v at the state after the row, held between shared boundaries: a row that ends a group
                             has the teacher's value after the group's last teacher token; any other row the value
                             at the last shared boundary before it (potentials exist only where both tokenizations
-                            are at a state, so TVKD's shaping telescopes over the boundaries: `XValuesView`)
+                            are at a state, so TVKD's shaping telescopes over them: `values_from_xtok`)
 The teacher's top-k come sorted (descending). Groups follow the alignment's shared boundaries exactly: when the two
 tokenizers agree everywhere (the same tokenizer) every row is a one-token group and `topk_sids` are `topk_ids`.
 """

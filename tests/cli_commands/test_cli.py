@@ -87,8 +87,9 @@ def test_teacher_with_another_vocabulary_is_refused(tiny_dirs, tmp_path, monkeyp
     tok.add_tokens(["<an-extra-token>"])
     tok.save_pretrained(teacher)
     # a method that reads token-level teacher signals in the student's vocabulary cannot cross; DPO could (it
-    # reads no teacher signal) and ULD, GOLD, Vanilla KD, DCKD distil through the alignment (tests/runs/)
-    code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "tvkd", *TINY, "--teacher", str(teacher),
+    # reads no teacher signal) and ULD, GOLD, Vanilla KD, DCKD, ADPA, TVKD, DDPO distil through the alignment
+    # (tests/runs/)
+    code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "atkd", *TINY, "--teacher", str(teacher),
                               "--runs", str(tmp_path / "runs"))
     assert_one_line_error(code, err, "tokenize differently", "methods that run across tokenizers")
     assert not (tmp_path / "runs").exists()

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from bench.errors import BenchError
-from bench.store.commands import cache_du, cache_gc, cache_ls
+from bench.store.commands import cache_du, cache_gc, cache_ls, cache_verify
 from bench.store.files import atomic_write_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -318,40 +318,7 @@ cache_app = typer.Typer(help="Inspect, check and clean the content-addressed cac
 app.add_typer(cache_app, name="cache", short_help="Inspect and clean the cache.")
 
 
-@cache_app.command("verify", short_help="Check every entry's checksums.")
-def cache_verify(
-    fix: bool = typer.Option(False, help="delete corrupt cache entries (they are rebuilt on next use)"),
-    runs: Optional[Path] = typer.Option(None, help="also check every run directory under this folder"),
-):
-    """Check every cached stage, signal entry and model (and, with --runs, every run) against its checksums."""
-    from bench.paths import cache_root
-    from bench.store.admin import verify_cache
-
-    n, bad, legacy, outcome = verify_cache(fix=fix)
-    for path, problem in bad:
-        typer.echo(f"CORRUPT {path}: {problem}" + (f"  -> {outcome[path]}" if fix else ""))
-    for path in legacy:
-        typer.echo(f"OLD {path}: made by an older version (no checksums), not used by this one" +
-                   (f"  -> {outcome[path]}" if fix else "; --fix deletes it"))
-    n_runs, bad_runs = 0, 0
-    if runs is not None:
-        from bench.store.rundir import RunDir
-        from leaderboard.collect import find_runs
-
-        for p in find_runs(runs):
-            n_runs += 1
-            try:
-                RunDir.open(p, verify="all")
-            except BenchError as e:
-                bad_runs += 1
-                typer.echo(f"CORRUPT {p}: {e}")
-    typer.echo(f"checked {n} cache entries in {cache_root()}" + (f" and {n_runs} runs" if runs else "") +
-               f": {len(bad) + bad_runs} corrupt" + ("" if fix or not bad else "; `bench cache verify --fix` "
-                                                     "deletes the corrupt cache entries"))
-    if bad_runs or any(not fix or outcome[p] != "deleted" for p, _ in bad):
-        raise typer.Exit(1)
-
-
+cache_app.command("verify", short_help="Check every entry's checksums.")(cache_verify)
 cache_app.command("ls", short_help="List entries and runs using them.")(cache_ls)
 cache_app.command("du", short_help="Disk use by kind of entry.")(cache_du)
 cache_app.command("gc", short_help="Delete entries no run uses.")(cache_gc)

@@ -9,7 +9,7 @@ from typing import Callable
 
 from bench.errors import BenchError
 from bench.runs.tuning import validation_of
-from bench.store.rundir import MARKER, RunDir
+from bench.store.rundir import RunDir, find_runs
 from leaderboard.metrics import METRICS
 
 DEFAULT_PRESET = "embedded"
@@ -17,16 +17,6 @@ DEFAULT_PRESET = "embedded"
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
-
-
-def find_runs(root: Path) -> list[Path]:
-    """Folders of `root` that are (or claim to be) run directories: a run marker or a manifest."""
-    root = Path(root)
-    if not root.is_dir():
-        raise BenchError(f"runs directory {root} does not exist or is not a directory; train something with "
-                         "`bench run` or pass --runs DIR")
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and ((p / MARKER).exists() or (p / "manifest.json").exists()))
 
 
 def _method_info(name: str) -> tuple[str, dict | None]:

@@ -1,5 +1,6 @@
-"""`bench cache ls | du | gc`: which cache entries there are, their disk use and which finished runs use them, and
-deleting what no run uses. cli.py registers these commands on its `cache` sub-app (after `verify`)."""
+"""`bench cache verify | ls | du | gc`: every entry (and run) checked against its checksums, which cache entries
+there are, their disk use and which finished runs use them, and deleting what no run uses. cli.py registers these
+commands on its `cache` sub-app."""
 from __future__ import annotations
 
 import time
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from bench.errors import BenchError
 
 
 def _runs_dirs(runs: List[Path]) -> list[Path]:
@@ -83,3 +86,35 @@ def cache_root_checked() -> Path:
     from bench.paths import cache_root
 
     return cache_root()
+
+
+def cache_verify(
+    fix: bool = typer.Option(False, help="delete corrupt cache entries (they are rebuilt on next use)"),
+    runs: Optional[Path] = typer.Option(None, help="also check every run directory under this folder"),
+):
+    """Check every cached stage, signal entry and model (and, with --runs, every run) against its checksums."""
+    from bench.paths import cache_root
+    from bench.store.admin import verify_cache
+
+    n, bad, legacy, outcome = verify_cache(fix=fix)
+    for path, problem in bad:
+        typer.echo(f"CORRUPT {path}: {problem}" + (f"  -> {outcome[path]}" if fix else ""))
+    for path in legacy:
+        typer.echo(f"OLD {path}: made by an older version (no checksums), not used by this one" +
+                   (f"  -> {outcome[path]}" if fix else "; --fix deletes it"))
+    n_runs, bad_runs = 0, 0
+    if runs is not None:
+        from bench.store.rundir import RunDir, find_runs
+
+        for p in find_runs(runs):
+            n_runs += 1
+            try:
+                RunDir.open(p, verify="all")
+            except BenchError as e:
+                bad_runs += 1
+                typer.echo(f"CORRUPT {p}: {e}")
+    typer.echo(f"checked {n} cache entries in {cache_root()}" + (f" and {n_runs} runs" if runs else "") +
+               f": {len(bad) + bad_runs} corrupt" + ("" if fix or not bad else "; `bench cache verify --fix` "
+                                                     "deletes the corrupt cache entries"))
+    if bad_runs or any(not fix or outcome[p] != "deleted" for p, _ in bad):
+        raise typer.Exit(1)

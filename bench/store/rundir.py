@@ -18,6 +18,16 @@ from bench.store.files import atomic_write_json, read_jsonl, share_files
 MARKER = ".bench-run.json"
 WORK = "work"
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Folders of `root` that are (or claim to be) run directories: a run marker or a manifest."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BenchError(f"runs directory {root} does not exist or is not a directory; train something with "
+                         "`bench run` or pass --runs DIR")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and ((p / MARKER).exists() or (p / "manifest.json").exists()))
 _FIX_CORRUPT = "move the run directory away (or delete it) and rerun `bench run` for it"
 
 

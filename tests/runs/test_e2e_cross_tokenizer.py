@@ -26,7 +26,8 @@ def cfg(runs, method="uld", teacher=XT) -> RunConfig:
     return RunConfig(method=method, student="tiny-random-student", teacher=teacher, preset="tiny", runs_dir=str(runs))
 
 
-@pytest.mark.parametrize("method", ["uld", "gold", "seq_kd", "dpo", "vanilla_kd", "dckd", "tvkd", "adpa", "ddpo"])
+@pytest.mark.parametrize("method", ["uld", "gold", "seq_kd", "dpo", "vanilla_kd", "dckd", "tvkd", "adpa", "ddpo",
+                                    "ctpd"])
 def test_cross_tokenizer_methods_run_end_to_end(method, runs, tiny_dirs):
     from cli import app
 
@@ -46,7 +47,7 @@ def test_a_method_that_cannot_cross_tokenizers_fails_before_any_work(runs, tiny_
     code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "atkd", "--student", "tiny-random-student",
                               "--teacher", XT, "--preset", "tiny", "--runs", str(runs / "refused"))
     line = assert_one_line_error(code, err, "method 'atkd'", "tokenize differently", "gold", "uld", "dckd", "tvkd",
-                                 "adpa")
+                                 "adpa", "ctpd")
     assert "atkd" not in line.split("across tokenizers:")[1] and "gkd," not in line
     assert not (runs / "refused").exists()
     code, _, err = bench_main(monkeypatch, capsys, "run", "--method", "tvkd", "--student", "tiny-random-student",

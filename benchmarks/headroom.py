@@ -25,6 +25,11 @@ ROLES = (("teacher_base", "base teacher"), ("ref_teacher", "π_ref"), ("dpo_teac
          ("student_base", "base student"), ("sft_student", "SFT student"))
 
 
+def _enc(pipe, role: str):
+    """The encoder a role reads: the teacher's for teacher roles (another tokenizer when the families differ)."""
+    return pipe.tenc if role.startswith("teacher") or role.endswith("_teacher") else pipe.enc
+
+
 def base_generations(pipe, role: str) -> list[list[int]]:
     """Greedy test generations of an untrained base model, cached as a "generations" stage."""
     from bench.modeling.generate import make_generator
@@ -32,15 +37,16 @@ def base_generations(pipe, role: str) -> list[list[int]]:
     from bench.store.stages import build_stage, token_hash
 
     name = pipe.teacher if role == "teacher_base" else pipe.cfg.student
-    prompts = pipe.prompts("test")
+    enc = _enc(pipe, role)
+    prompts = pipe.prompts("test", enc)
     gen_cfg = pipe.preset.get("generation", {})
-    key = {"model": pipe.base_key(name), "prompts": token_hash(prompts), "max_new": pipe.enc.max_response_len,
+    key = {"model": pipe.base_key(name), "prompts": token_hash(prompts), "max_new": enc.max_response_len,
            "gen": gen_cfg}
 
     def build(tmp: Path) -> dict:
         t0 = time.perf_counter()
-        gen = make_generator(gen_cfg.get("backend", "hf"), pipe.load(role), pipe.tok, batch_size=pipe.infer_bs)
-        outs = gen.generate(prompts, pipe.enc.max_response_len, desc=f"generate {role} on test")
+        gen = make_generator(gen_cfg.get("backend", "hf"), pipe.load(role), enc.tokenizer, batch_size=pipe.infer_bs)
+        outs = gen.generate(prompts, enc.max_response_len, desc=f"generate {role} on test")
         write_jsonl(tmp / "generations.jsonl", [{"token_ids": o} for o in outs])
         pipe.timings[f"generate:{role}:test"] = time.perf_counter() - t0
         return {"n": len(outs)}
@@ -53,9 +59,11 @@ def role_report(pipe, role: str) -> dict:
     from bench.scoring.metrics import verified_scores
     from bench.data.suite import error_kind
 
-    ids = base_generations(pipe, role) if role.endswith("_base") else pipe.generations(role, "test")
     rows = pipe.split_rows("test")
-    texts = [decode(pipe.tok, o) for o in ids]
+    if role.endswith("_base"):  # decoded by the role's own tokenizer (a teacher of another family has its own)
+        texts = [decode(_enc(pipe, role).tokenizer, o) for o in base_generations(pipe, role)]
+    else:
+        texts = pipe.generation_texts(role, "test")
     res = verified_scores(rows, texts)
     kinds = Counter(error_kind(r["meta"], t) for r, t in zip(rows, texts))
     kinds.pop(None, None)
@@ -69,10 +77,11 @@ def teacher_reward_accuracy(pipe, role: str) -> dict:
     from bench.scoring.metrics import mean_logps
 
     rows = pipe.split_rows("pref_val")
-    chosen, rejected = pipe.side_pairs("pref_val", "chosen", {}), pipe.side_pairs("pref_val", "rejected", {})
+    enc = _enc(pipe, role)  # the teacher's own tokenization of the same texts
+    chosen, rejected = (pipe.side_pairs("pref_val", side, {}, enc) for side in ("chosen", "rejected"))
     model = pipe.load(role)
-    lw = mean_logps(model, chosen, pipe.tok.pad_token_id, pipe.infer_bs)
-    ll = mean_logps(model, rejected, pipe.tok.pad_token_id, pipe.infer_bs)
+    lw = mean_logps(model, chosen, enc.tokenizer.pad_token_id, pipe.infer_bs)
+    ll = mean_logps(model, rejected, enc.tokenizer.pad_token_id, pipe.infer_bs)
     wins = (lw > ll).float()
     out = {"score": float(wins.mean()), "margin": float((lw - ll).mean()), "n": len(rows)}
     for failure in sorted({r["meta"]["failure"] for r in rows}):

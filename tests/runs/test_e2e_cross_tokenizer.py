@@ -139,3 +139,25 @@ def test_xtok_with_one_tokenizer_is_the_plain_top_k(runs, tiny_dirs):
     plain = pipe.signal_entry("dpo_teacher", "chosen", "pref_train", alias).gather("values", [0, 1, 2])
     for v in STATE_VALUE_FIELDS:
         assert torch.equal(held[v], plain[v].float()), v
+
+
+def test_headroom_reads_a_teacher_of_another_tokenizer_through_its_own(runs, tiny_dirs, monkeypatch):
+    """benchmarks/headroom.py scores a teacher's greedy text and its reward accuracy on the teacher's own tokenization
+    (it used to decode Gemma's ids and feed it the pairs with the student's tokenizer: 0% verified)."""
+    import benchmarks.headroom as headroom
+    from bench.pipeline.graph import Pipeline
+    from bench.scoring import metrics
+    from bench.scoring.metrics import verified_scores
+
+    pipe = Pipeline(cfg(runs, "dpo"))
+    rows = pipe.split_rows("test")
+    want = verified_scores(rows, pipe.generation_texts("dpo_teacher", "test"))["score"]
+    assert headroom.role_report(pipe, "dpo_teacher")["score"] == want
+    assert headroom._enc(pipe, "teacher_base") is pipe.tenc and headroom._enc(pipe, "student_base") is pipe.enc
+    assert max(max(ids, default=0) for ids in headroom.base_generations(pipe, "teacher_base")) < len(pipe.tenc.tokenizer)
+    seen = []
+    real = metrics.mean_logps
+    monkeypatch.setattr(metrics, "mean_logps", lambda model, pairs, *a: seen.append(pairs) or real(model, pairs, *a))
+    acc = headroom.teacher_reward_accuracy(pipe, "dpo_teacher")
+    assert seen == [pipe.side_pairs("pref_val", s, {}, pipe.tenc) for s in ("chosen", "rejected")]
+    assert seen[0] != pipe.side_pairs("pref_val", "chosen", {}) and 0.0 <= acc["score"] <= 1.0

@@ -102,20 +102,25 @@ def test_projected_signals_are_the_teachers_own_forward_at_span_starts(runs, tin
         assert x["first"].nonzero().flatten().tolist() == [s0 for (s0, _), _ in groups]
         for (s0, s1), (t0, t1) in groups:
             top = logp[t0].topk(pipe.k)
-            assert torch.equal(x["topk_ids"][s0], top.indices.int())
-            gap = top.values - x["topk_logps"][s0].double()  # float16 in the cache, rounded toward -inf
-            assert bool((gap >= -1e-6).all() and (gap <= top.values.abs() * 2**-10 + 1e-5).all())
+            # the cache's batched forward and this one-sequence forward agree to ~1e-4 on some CPUs (AVX-512/AMX):
+            # the same top-k up to the order of near-ties, then float16 rounded toward -inf
+            assert torch.allclose(logp[t0][x["topk_ids"][s0].long()], top.values, rtol=0, atol=1e-4)
+            gap = top.values - x["topk_logps"][s0].double()
+            assert bool((gap >= -1e-4).all() and (gap <= top.values.abs() * 2**-10 + 1e-4).all())
             later = sum(float(logp[j, t.ids[j]]) for j in range(t0 + 1, t1))
-            assert float(x["later"][s0]) == pytest.approx(later, abs=1e-4)
+            assert float(x["later"][s0]) == pytest.approx(later, abs=1e-4 * max(t1 - t0 - 1, 1))  # per token
             assert (x["group"][s0:s1] == x["group"][s0]).all()
             if t1 < z.shape[0]:  # the state after the span, held on its last row (TVKD's potential there)
-                assert float(x["after_v_lse"][s1 - 1]) == pytest.approx(float(torch.logsumexp(z[t1], -1)), rel=1e-5)
+                # the cache's batched forward against this one-sequence forward: logits agree to ~1e-4 absolute on
+                # some CPUs (6e-5 measured on an AVX-512/AMX Xeon), the bound `later` uses above
+                assert float(x["after_v_lse"][s1 - 1]) == pytest.approx(float(torch.logsumexp(z[t1], -1)), abs=1e-4)
                 assert float(x["after_v_max"][s1 - 2 if s1 - s0 > 1 else s1 - 1]) == pytest.approx(
-                    float(z[t0 if s1 - s0 > 1 else t1].max()), rel=1e-5)  # an inner row holds the span's start
+                    float(z[t0 if s1 - s0 > 1 else t1].max()), abs=1e-4)  # an inner row holds the span's start
             spans += 1
         if groups and groups[-1][1][1] == len(t.ids):  # the whole response aligned: the sequence log-prob is exact
             seq = float(logps_from_xtok(x)["logps"].double().sum())
-            assert seq == pytest.approx(sum(float(logp[j, t.ids[j]]) for j in range(len(t.ids))), abs=1e-4)
+            assert seq == pytest.approx(sum(float(logp[j, t.ids[j]]) for j in range(len(t.ids))),
+                                        abs=1e-4 * len(t.ids))  # the per-token bound above, over the response
             whole += 1
     assert spans > 0 and whole > 0
 

@@ -33,7 +33,10 @@ METHODS = ("dpo", "dckd", "tvkd")
 # token means are one mean over the global step (bench.method.StepNorm; every method in float64:
 # tests/train/test_global_means.py). Before StepNorm DCKD's token means were averaged per process: 6.7e-2. Another
 # global batch (one process × batch 2) gives rel ≈ 1, and so would a launch without gradient sync.
-TOL = {"dpo": 1e-3, "tvkd": 1e-3, "dckd": 1e-3}
+# float noise of a different summation order (2 processes × 2 vs 1 × 4) over the run's Adam steps: up to 4e-4 on the
+# earlier CI CPUs, 1.02e-3 for TVKD measured on a Xeon with AVX-512/AMX (its oneDNN kernels); another global batch
+# lands > 0.5 away (checked below), so 2e-3 still separates the two by 250x
+TOL = {"dpo": 2e-3, "tvkd": 2e-3, "dckd": 2e-3}
 SETS = ["select_by=last", "student.train.save_every=0"]
 
 pytestmark = [pytest.mark.usefixtures("single_thread_module"), pytest.mark.heavy]

@@ -26,8 +26,9 @@ ROLES = (("teacher_base", "base teacher"), ("ref_teacher", "π_ref"), ("dpo_teac
 
 
 def _enc(pipe, role: str):
-    """The encoder a role reads: the teacher's for teacher roles (another tokenizer when the families differ)."""
-    return pipe.tenc if role.startswith("teacher") or role.endswith("_teacher") else pipe.enc
+    """The encoder a role reads (Pipeline.enc_for), the untrained teacher included: the teacher's for teacher roles
+    (another tokenizer when the families differ)."""
+    return pipe.tenc if role == "teacher_base" else pipe.enc_for(role)
 
 
 def base_generations(pipe, role: str) -> list[list[int]]:
